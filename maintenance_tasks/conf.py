@@ -1,0 +1,49 @@
+"""The app's settings: one dict, ``settings.MAINTENANCE_TASKS``, read on every access."""
+
+from typing import Any
+
+from django.conf import settings as django_settings
+
+DEFAULTS: dict[str, Any] = {
+    # Seconds between progress writes and checks for pause/cancel requests.
+    "TICK_INTERVAL": 1.0,
+    # Seconds without a heartbeat after which a running run's executor is taken as dead.
+    "STALE_AFTER": 60.0,
+    # Seconds a run may stay pausing/cancelling before an operator may force it.
+    "STUCK_AFTER": 300.0,
+    # Seconds between plain progress lines of run_maintenance_task when not on a terminal.
+    "LOG_INTERVAL": 5.0,
+}
+
+
+class Settings:
+    """Typed view of ``settings.MAINTENANCE_TASKS``; nothing is cached, so override_settings works."""
+
+    @property
+    def user_settings(self) -> Any:
+        return getattr(django_settings, "MAINTENANCE_TASKS", {})
+
+    def _get(self, name: str) -> Any:
+        user = self.user_settings
+        if isinstance(user, dict) and name in user:
+            return user[name]
+        return DEFAULTS[name]
+
+    @property
+    def TICK_INTERVAL(self) -> float:  # noqa: N802 (setting names are upper case)
+        return float(self._get("TICK_INTERVAL"))
+
+    @property
+    def STALE_AFTER(self) -> float:  # noqa: N802
+        return float(self._get("STALE_AFTER"))
+
+    @property
+    def STUCK_AFTER(self) -> float:  # noqa: N802
+        return float(self._get("STUCK_AFTER"))
+
+    @property
+    def LOG_INTERVAL(self) -> float:  # noqa: N802
+        return float(self._get("LOG_INTERVAL"))
+
+
+app_settings = Settings()

@@ -1,0 +1,209 @@
+"""The batch loop: perform one run, batch after batch, checkpointing its cursor.
+
+With ``atomic = True`` each batch and the checkpoint that records it commit together,
+so a batch's effects are applied exactly once. With ``atomic = False`` items commit on
+their own and the cursor is saved at most every TICK_INTERVAL (at-least-once).
+
+Every write is guarded by the run's attempt token: once another executor has taken the
+run over, this one's checkpoint is refused and its batch rolled back.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from .conf import app_settings
+from .exceptions import ConcurrentChange, StaleAttempt
+from .iteration import Batch, NoCollection, open_source
+from .models import Run, record
+from .processor import Processor
+from .status import EXECUTING_STATUSES, RunStatus
+
+logger = logging.getLogger(__name__)
+
+S = RunStatus
+INTERRUPT = "interrupt"
+
+
+def error_class_name(error: BaseException) -> str:
+    cls = type(error)
+    return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+
+
+class Engine:
+    """Perform one run in this process until it ends, is paused or cancelled, or is told to stop."""
+
+    def __init__(
+        self,
+        run: Run,
+        *,
+        on_progress: Callable[[Run], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> None:
+        self.run = run
+        self.on_progress = on_progress or (lambda run: None)
+        self.should_stop = should_stop or (lambda: False)
+        self.token = 0
+        self.stop_reason: str | None = None  # INTERRUPT, or the status of a request (pausing/cancelling)
+        self.tick_interval = app_settings.TICK_INTERVAL
+
+    # -- life cycle -----------------------------------------------------------------------
+
+    def perform(self) -> Run:
+        """Claim the enqueued run and work on it; return the run as it was left."""
+        run = self.run
+        now = timezone.now()
+        run.transition_to(
+            S.RUNNING,
+            attempt=F("attempt") + 1,
+            started_at=run.started_at or now,
+            heartbeat_at=now,
+            action="start",
+        )
+        self.token = run.attempt
+        record(run, "started", S.ENQUEUED, S.RUNNING, {"source": "engine"}, attempt=self.token)
+        self.done_count = run.tick_count
+        self.last_done: tuple[Batch, int] | None = None
+        self.clock = time.monotonic()
+        self.next_tick = self.clock + self.tick_interval
+        try:
+            self._work()
+        except StaleAttempt:
+            logger.warning("Run %s was taken over by another executor; attempt %s stops.", run.pk, self.token)
+            run.refresh_from_db()
+            return run
+        except Exception as error:
+            logger.error("Run %s errored: %s: %s", run.pk, error_class_name(error), error)
+            self._settle()
+            self._finish(
+                S.ERRORED,
+                error_class=error_class_name(error),
+                error_message=str(error),
+                backtrace=traceback.format_exc(),
+            )
+            return run
+        if self.stop_reason is None:
+            self._finish(S.SUCCEEDED)
+        elif self.stop_reason == INTERRUPT:
+            self._finish(S.INTERRUPTED)
+        else:
+            self._finish(S.PAUSED if self.stop_reason == S.PAUSING else S.CANCELLED)
+        return run
+
+    def _work(self) -> None:
+        run = self.run
+        processor = run.task.build_processor()
+        source = open_source(processor)
+        if run.tick_total is None:
+            # The default count() would build the collection again: count the one we have.
+            counted = source.count() if type(processor).count is Processor.count else processor.count()
+            run.tick_total = counted
+            self._write(tick_total=counted)
+        whole = processor.defines_batch()
+        if isinstance(source, NoCollection):
+            handle: Callable[[Any], None] = lambda item: processor.process()  # noqa: E731
+        else:
+            handle = processor.process_batch if whole else processor.process
+        for batch in source.batches(run.cursor, whole=whole):
+            if processor.atomic:
+                with transaction.atomic():
+                    if whole:
+                        handle(batch.items)
+                    else:
+                        for item in batch.items:
+                            handle(item)
+                    self._checkpoint(batch.end_cursor, run.tick_count + batch.size)
+                if self.should_stop() and not self.stop_reason:
+                    self.stop_reason = INTERRUPT
+            elif whole:
+                handle(batch.items)
+                self._done(batch, batch.size - 1, batch.size)
+            else:
+                for index, item in enumerate(batch.items):
+                    handle(item)
+                    self._done(batch, index, 1)
+                    if self.stop_reason:
+                        break
+            if self.stop_reason:
+                break
+        self._settle()
+
+    def _done(self, batch: Batch, index: int, items: int) -> None:
+        """Note items done in autocommit mode; checkpoint once per tick, or to stop."""
+        self.done_count += items
+        self.last_done = (batch, index)
+        if self.should_stop() and not self.stop_reason:
+            self.stop_reason = INTERRUPT
+        if self.stop_reason or time.monotonic() >= self.next_tick:
+            self._checkpoint(batch.cursor_at(index), self.done_count)
+            self.last_done = None
+
+    def _settle(self) -> None:
+        """Take the position after the last item done in autocommit mode as the run's own."""
+        if self.last_done is not None:
+            batch, index = self.last_done
+            self.run.cursor, self.run.tick_count = batch.cursor_at(index), self.done_count
+            self.last_done = None
+
+    # -- writes guarded by the attempt token -----------------------------------------------
+
+    def _elapsed(self) -> float:
+        now = time.monotonic()
+        elapsed, self.clock = now - self.clock, now
+        return elapsed
+
+    def _write(self, **fields: Any) -> None:
+        """Write progress fields if this attempt still holds the run; note pause/cancel requests."""
+        run = self.run
+        fields["heartbeat_at"] = fields["updated_at"] = timezone.now()
+        if Run.objects.filter(pk=run.pk, attempt=self.token, status=S.RUNNING).update(**fields):
+            return
+        status, attempt = Run.objects.filter(pk=run.pk).values_list("status", "attempt").get()
+        if attempt != self.token or status not in EXECUTING_STATUSES:
+            raise StaleAttempt(f"Run {run.pk}: attempt {self.token} is no longer current.")
+        Run.objects.filter(pk=run.pk, attempt=self.token).update(**fields)
+        run.status = status
+        if self.stop_reason != S.CANCELLING:
+            self.stop_reason = status
+
+    def _checkpoint(self, cursor: str, tick_count: int) -> None:
+        run = self.run
+        time_running = run.time_running + self._elapsed()
+        self._write(cursor=cursor, tick_count=tick_count, time_running=time_running)
+        run.cursor, run.tick_count, run.time_running = cursor, tick_count, time_running
+        self.done_count = tick_count
+        self.next_tick = self.clock + self.tick_interval
+        self.on_progress(run)
+
+    def _finish(self, status: RunStatus, **fields: Any) -> None:
+        """Move the run to where this attempt leaves it, with its last cursor."""
+        run = self.run
+        run.time_running += self._elapsed()
+        fields.update(
+            cursor=run.cursor, tick_count=run.tick_count, time_running=run.time_running, heartbeat_at=timezone.now()
+        )
+        for _ in range(5):
+            current, attempt = Run.objects.filter(pk=run.pk).values_list("status", "attempt").get()
+            if attempt != self.token or current not in EXECUTING_STATUSES:
+                logger.warning("Run %s was taken over; attempt %s leaves it as it is.", run.pk, self.token)
+                return
+            target = status
+            if status in (S.INTERRUPTED, S.PAUSED, S.CANCELLED):
+                # A request made meanwhile wins over why this executor stopped.
+                target = {S.PAUSING: S.PAUSED, S.CANCELLING: S.CANCELLED}.get(current, status)
+            run.status = current
+            try:
+                run.transition_to(target, token=self.token, **fields)
+            except ConcurrentChange:
+                continue
+            record(run, target, current, target, {"source": "engine"}, attempt=self.token)
+            self.on_progress(run)
+            return

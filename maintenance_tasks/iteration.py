@@ -1,0 +1,216 @@
+"""Sources: walk a processor's collection in batches from a cursor, in constant memory.
+
+A cursor is a string the engine saves after each batch and hands back on resume:
+the JSON list of the last key for QuerySets (keyset pagination, never OFFSET), the
+number of items consumed for sequences and iterables, or whatever a custom
+``enumerate()`` yields.
+"""
+
+from __future__ import annotations
+
+import datetime
+import itertools
+import json
+import uuid
+from collections.abc import Callable, Iterator, Sized
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from django.db import models
+from django.db.models import Q
+
+if TYPE_CHECKING:
+    from .processor import Processor
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Up to ``batch_size`` items, and how to name the position after any of them."""
+
+    items: Any  # a list, or a QuerySet restricted to the batch when process_batch() takes one
+    size: int
+    cursor_at: Callable[[int], str]  # the cursor after item i (0-based)
+
+    @property
+    def end_cursor(self) -> str:
+        return self.cursor_at(self.size - 1)
+
+
+class _KeyEncoder(json.JSONEncoder):
+    """Encode key values losslessly (DjangoJSONEncoder drops microseconds)."""
+
+    def default(self, o: Any) -> Any:
+        if isinstance(o, datetime.date | datetime.time):
+            return o.isoformat()
+        if isinstance(o, uuid.UUID | Decimal):
+            return str(o)
+        return super().default(o)
+
+
+def encode_key(key: tuple[Any, ...]) -> str:
+    return json.dumps(list(key), cls=_KeyEncoder, separators=(",", ":"))
+
+
+def _keyset_q(columns: tuple[str, ...], values: list[Any], before_last: str, last: str) -> Q:
+    """Return the lexicographic comparison of ``columns`` with ``values``.
+
+    ``("gt", "gt")`` selects rows after the key; ``("lt", "lte")`` rows up to and including it.
+    """
+    q = Q()
+    for i, column in enumerate(columns):
+        op = last if i == len(columns) - 1 else before_last
+        equal = dict(zip(columns[:i], values[:i], strict=True))
+        q |= Q(**equal, **{f"{column}__{op}": values[i]})
+    return q
+
+
+class Source:
+    """A processor's items, walked in batches from a cursor."""
+
+    def __init__(self, processor: Processor, collection: Any) -> None:
+        self.processor = processor
+        self.collection = collection
+        self.batch_size = max(1, int(processor.batch_size))
+
+    def count(self) -> int | None:
+        return None
+
+    def batches(self, cursor: str | None, *, whole: bool) -> Iterator[Batch]:
+        """Yield batches after ``cursor``; ``whole`` asks for QuerySet batches for process_batch()."""
+        raise NotImplementedError
+
+
+class NoCollection(Source):
+    """``collection()`` is None: ``process()`` is called once with no item."""
+
+    DONE = "done"
+
+    def count(self) -> int:
+        return 1
+
+    def batches(self, cursor: str | None, *, whole: bool) -> Iterator[Batch]:
+        if cursor != self.DONE:
+            yield Batch([None], 1, lambda i: self.DONE)
+
+
+class QuerySetSource(Source):
+    """Keyset pagination over a QuerySet, by primary key or ``cursor_columns``."""
+
+    def __init__(self, processor: Processor, collection: models.QuerySet[Any]) -> None:
+        super().__init__(processor, collection)
+        meta = collection.model._meta
+        self.columns = tuple(processor.cursor_columns or ("pk",))
+        self.attnames = tuple(
+            meta.pk.attname if column == "pk" else meta.get_field(column).attname for column in self.columns
+        )
+        self.ordered = collection.order_by(*self.columns)
+
+    def count(self) -> int:
+        return self.collection.count()
+
+    def batches(self, cursor: str | None, *, whole: bool) -> Iterator[Batch]:
+        after = json.loads(cursor) if cursor else None
+        size, columns, attnames = self.batch_size, self.columns, self.attnames
+        while True:
+            page = self.ordered if after is None else self.ordered.filter(_keyset_q(columns, after, "gt", "gt"))
+            if whole:
+                keys = list(page.values_list(*columns)[:size])
+                if not keys:
+                    return
+                last = list(keys[-1])
+                items = self.ordered.filter(_keyset_q(columns, last, "lt", "lte"))
+                if after is not None:
+                    items = items.filter(_keyset_q(columns, after, "gt", "gt"))
+                yield Batch(items, len(keys), lambda i, keys=keys: encode_key(keys[i]))
+                count = len(keys)
+            else:
+                rows = list(page[:size])
+                if not rows:
+                    return
+                if len(attnames) == 1:
+                    attname = attnames[0]
+                    last = [getattr(rows[-1], attname)]
+                    yield Batch(
+                        rows, len(rows), lambda i, rows=rows, attname=attname: encode_key((getattr(rows[i], attname),))
+                    )
+                else:
+                    last = [getattr(rows[-1], name) for name in attnames]
+                    yield Batch(
+                        rows,
+                        len(rows),
+                        lambda i, rows=rows: encode_key(tuple(getattr(rows[i], name) for name in attnames)),
+                    )
+                count = len(rows)
+            if count < size:
+                return
+            after = last
+
+
+class SequenceSource(Source):
+    """A list or tuple: the cursor is the number of items done."""
+
+    def count(self) -> int:
+        return len(self.collection)
+
+    def batches(self, cursor: str | None, *, whole: bool) -> Iterator[Batch]:
+        size = self.batch_size
+        for start in range(int(cursor or 0), len(self.collection), size):
+            items = list(self.collection[start : start + size])
+            yield Batch(items, len(items), lambda i, start=start: str(start + i + 1))
+
+
+class IterableSource(Source):
+    """Any other finite iterable, which must yield the same items in the same order on resume."""
+
+    def count(self) -> int | None:
+        return len(self.collection) if isinstance(self.collection, Sized) else None
+
+    def batches(self, cursor: str | None, *, whole: bool) -> Iterator[Batch]:
+        done = int(cursor or 0)
+        iterator = itertools.islice(iter(self.collection), done, None)
+        while items := list(itertools.islice(iterator, self.batch_size)):
+            yield Batch(items, len(items), lambda i, start=done: str(start + i + 1))
+            done += len(items)
+
+
+class CustomSource(Source):
+    """A processor's own ``enumerate(cursor)``, yielding ``(item, cursor)`` pairs."""
+
+    def count(self) -> int | None:
+        return None
+
+    def batches(self, cursor: str | None, *, whole: bool) -> Iterator[Batch]:
+        pairs = self.processor.enumerate(cursor)
+        assert pairs is not None  # noqa: S101 (open_source checked that enumerate is overridden)
+        pairs = iter(pairs)
+        while chunk := list(itertools.islice(pairs, self.batch_size)):
+            items = [item for item, _ in chunk]
+            cursors = [str(position) for _, position in chunk]
+            yield Batch(items, len(items), cursors.__getitem__)
+
+
+def open_source(processor: Processor) -> Source:
+    """Return the source that walks this processor's items."""
+    from .processor import Processor
+
+    if type(processor).enumerate is not Processor.enumerate:
+        return CustomSource(processor, None)
+    collection = processor.collection()
+    if collection is None:
+        return NoCollection(processor, None)
+    if isinstance(collection, models.QuerySet):
+        return QuerySetSource(processor, collection)
+    if isinstance(collection, list | tuple):
+        return SequenceSource(processor, collection)
+    if isinstance(collection, str | bytes | dict) or not hasattr(collection, "__iter__"):
+        raise TypeError(
+            f"{type(processor).__name__}.collection() returned {type(collection).__name__}: return a "
+            "QuerySet, a list or tuple, a finite iterable, or None."
+        )
+    return IterableSource(processor, collection)
+
+
+def default_count(processor: Processor) -> int | None:
+    """Count the items of ``collection()``: the QuerySet's count or the sequence's length."""
+    return open_source(processor).count()

@@ -1,0 +1,166 @@
+"""Run a maintenance task in this process, in the foreground, with progress."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import threading
+from argparse import ArgumentTypeError
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from maintenance_tasks.conf import app_settings
+from maintenance_tasks.engine import Engine
+from maintenance_tasks.exceptions import MaintenanceTaskError
+from maintenance_tasks.models import Run
+from maintenance_tasks.progress import ProgressBar, ProgressLog, describe
+from maintenance_tasks.runner import Runner, local_actor
+from maintenance_tasks.status import RunStatus
+
+BAD_INPUT, ERRORED, STOPPED = 2, 1, 3
+
+
+def json_object(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except ValueError as error:
+        raise ArgumentTypeError(f"not valid JSON ({error})") from None
+    if not isinstance(value, dict):
+        raise ArgumentTypeError(f"must be a JSON object, not {type(value).__name__}")
+    return value
+
+
+def name_value(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip():
+        raise ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    return name.strip(), value
+
+
+def format_validation_error(error: ValidationError) -> str:
+    if hasattr(error, "error_dict"):
+        return "; ".join(f"{field}: {' '.join(messages)}" for field, messages in error.message_dict.items())
+    return " ".join(error.messages)
+
+
+class StopOnSignal:
+    """Turn the first SIGINT/SIGTERM into a request to stop after the current batch."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, stderr: Any) -> None:
+        self.stderr = stderr
+        self.requested = False
+        self.previous: dict[int, Any] = {}
+
+    def __enter__(self) -> StopOnSignal:
+        if threading.current_thread() is threading.main_thread():
+            for signum in self.SIGNALS:
+                self.previous[signum] = signal.signal(signum, self.handle)
+        return self
+
+    def handle(self, signum: int, frame: Any) -> None:
+        self.requested = True
+        self.stderr.write(f"\n{signal.Signals(signum).name}: stopping after the current batch (again to abort now).")
+        for other in self.previous:
+            signal.signal(other, self.previous[other])
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+
+    def __call__(self) -> bool:
+        return self.requested
+
+
+class Command(BaseCommand):
+    help = (
+        "Run a maintenance task in the foreground. Exit status: 0 succeeded, 1 errored, "
+        "2 bad input, 3 stopped before the end (paused, cancelled or interrupted)."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("processor", nargs="?", help="Dotted path of the processor, or its class name when unique.")
+        parser.add_argument("--config", type=json_object, default=None, help="Parameters as one JSON object.")
+        parser.add_argument(
+            "--arg",
+            dest="params",
+            type=name_value,
+            action="append",
+            default=[],
+            metavar="NAME=VALUE",
+            help="One parameter (repeatable); overrides --config.",
+        )
+        parser.add_argument("--resume", type=int, metavar="RUN_ID", help="Go on with a paused or interrupted run.")
+        parser.add_argument(
+            "--force",
+            action="store_true",
+            help="With --resume: take over a run still marked running even if its heartbeat is fresh.",
+        )
+
+    def handle(
+        self,
+        *,
+        processor: str | None,
+        config: dict[str, Any] | None,
+        params: list[tuple[str, str]],
+        resume: int | None,
+        force: bool,
+        verbosity: int,
+        **options: Any,
+    ) -> None:
+        actor = local_actor("cli", argv=sys.argv[1:])
+        try:
+            if resume is not None:
+                if processor or config or params:
+                    raise CommandError(
+                        "--resume takes no processor nor parameters: the run keeps its own.", returncode=BAD_INPUT
+                    )
+                run = Run.objects.select_related("task").filter(pk=resume).first()
+                if run is None:
+                    raise CommandError(f"There is no run {resume}.", returncode=BAD_INPUT)
+                Runner.resume(run, actor=actor, force=force, execute=False)
+            else:
+                if not processor:
+                    raise CommandError("Name a processor, or give --resume RUN_ID.", returncode=BAD_INPUT)
+                run = Runner.create(processor, {**(config or {}), **dict(params)}, metadata=actor)
+        except ValidationError as error:
+            raise CommandError(
+                f"Invalid config for {processor}: {format_validation_error(error)}", returncode=BAD_INPUT
+            ) from None
+        except MaintenanceTaskError as error:
+            raise CommandError(str(error), returncode=BAD_INPUT) from None
+        self.perform(run, verbosity)
+
+    def perform(self, run: Run, verbosity: int) -> None:
+        if verbosity == 0:
+            progress: Any = lambda run: None  # noqa: E731
+            progress.close = lambda: None
+        elif self.stdout.isatty():
+            progress = ProgressBar(run, sys.stderr)
+        else:
+            progress = ProgressLog(run, self.stdout, app_settings.LOG_INTERVAL)
+        if verbosity:
+            self.stdout.write(f"Run {run.pk} of {run.task} started.")
+        try:
+            with StopOnSignal(self.stderr) as stop:
+                Engine(run, on_progress=progress, should_stop=stop).perform()
+        except MaintenanceTaskError as error:
+            raise CommandError(str(error), returncode=STOPPED) from None
+        finally:
+            progress.close()
+        if run.status == RunStatus.SUCCEEDED:
+            if verbosity:
+                self.stdout.write(self.style.SUCCESS(f"{describe(run)}. Succeeded in {run.time_running:.1f}s."))
+            return
+        if run.status == RunStatus.ERRORED:
+            raise CommandError(f"Run {run.pk} errored: {run.error_class}: {run.error_message}", returncode=ERRORED)
+        hint = f" Resume with: manage.py run_maintenance_task --resume {run.pk}" if run.status != RunStatus.CANCELLED else ""
+            " Resume with: manage.py run_maintenance_task --resume %s" % run.pk
+            if run.status != RunStatus.CANCELLED
+            else ""
+        )
+        raise CommandError(f"Run {run.pk} {run.status} at {run.tick_count:,} items.{hint}", returncode=STOPPED)

@@ -1,0 +1,261 @@
+"""Task (a processor with one config) and Run (one execution of a task)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import models
+from django.db.models import Case, F, Q, When
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+from .exceptions import ConcurrentChange, InvalidTransition
+from .status import (
+    ACTIVE_STATUSES,
+    COMPLETED_STATUSES,
+    EXECUTING_STATUSES,
+    RESUMABLE_STATUSES,
+    RunStatus,
+    can_transition,
+)
+
+if TYPE_CHECKING:
+    from .processor import Processor
+
+
+def canonical_json(config: dict[str, Any]) -> str:
+    """Return the one JSON text of a config: sorted keys, no spaces."""
+    return json.dumps(config, sort_keys=True, separators=(",", ":"), cls=DjangoJSONEncoder)
+
+
+class Task(models.Model):
+    """A processor with one config. The same pair is one row."""
+
+    processor = models.CharField(_("processor"), max_length=255, db_index=True)
+    config = models.JSONField(_("config"), default=dict, blank=True)
+    # JSON columns cannot be unique on every database; the digest of the canonical text can.
+    config_digest = models.CharField(max_length=64, editable=False)
+    created_at = models.DateTimeField(_("created"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("updated"), auto_now=True)
+
+    class Meta:
+        verbose_name = _("maintenance task")
+        verbose_name_plural = _("maintenance tasks")
+        constraints = [
+            models.UniqueConstraint(fields=["processor", "config_digest"], name="maintenance_task_unique_config"),
+        ]
+        default_permissions = ("view",)
+        permissions = [
+            ("start_run", _("Can start maintenance runs")),
+            ("pause_run", _("Can pause and resume maintenance runs")),
+            ("cancel_run", _("Can cancel maintenance runs")),
+        ]
+
+    def __str__(self) -> str:
+        if not self.config:
+            return self.processor
+        return f"{self.processor} {canonical_json(self.config)}"
+
+    @staticmethod
+    def digest(config: dict[str, Any]) -> str:
+        return hashlib.sha256(canonical_json(config).encode()).hexdigest()
+
+    @property
+    def name(self) -> str:
+        return self.processor.rsplit(".", 1)[-1]
+
+    def build_processor(self) -> Processor:
+        """Return the processor instance this task runs (resolved through the registry)."""
+        from .registry import registry
+
+        return registry.get(self.processor).from_config(self.config)
+
+
+class RunQuerySet(models.QuerySet["Run"]):
+    def active(self) -> RunQuerySet:
+        """Return runs that block a new run of their task."""
+        return self.filter(status__in=ACTIVE_STATUSES)
+
+    def completed(self) -> RunQuerySet:
+        """Return runs that have ended."""
+        return self.filter(status__in=COMPLETED_STATUSES)
+
+    def resumable(self) -> RunQuerySet:
+        """Return runs that can be resumed."""
+        return self.filter(status__in=RESUMABLE_STATUSES)
+
+    def stale(self, now: Any = None) -> RunQuerySet:
+        """Return executing runs whose executor has not been heard from for STALE_AFTER."""
+        from .conf import app_settings
+
+        limit = (now or timezone.now()) - timedelta(seconds=app_settings.STALE_AFTER)
+        return self.filter(status__in=EXECUTING_STATUSES).filter(
+            Q(heartbeat_at__lt=limit) | Q(heartbeat_at__isnull=True)
+        )
+
+
+class Run(models.Model):
+    """One execution of a task: its status, cursor, progress, timings and errors."""
+
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="runs", verbose_name=_("task"))
+    status = models.CharField(_("status"), max_length=16, choices=RunStatus, default=RunStatus.ENQUEUED)
+    # The token of the current execution attempt: only the executor holding it may write.
+    attempt = models.PositiveIntegerField(_("attempt"), default=0)
+    cursor = models.TextField(_("cursor"), null=True, blank=True)  # noqa: DJ001 (None: not started)
+    tick_count = models.BigIntegerField(_("processed"), default=0)
+    tick_total = models.BigIntegerField(_("total"), null=True, blank=True)
+    started_at = models.DateTimeField(_("started"), null=True, blank=True)
+    ended_at = models.DateTimeField(_("ended"), null=True, blank=True)
+    heartbeat_at = models.DateTimeField(_("last heartbeat"), null=True, blank=True)
+    time_running = models.FloatField(_("time running (s)"), default=0.0)
+    error_class = models.CharField(_("error class"), max_length=255, blank=True)
+    error_message = models.TextField(_("error message"), blank=True)
+    backtrace = models.TextField(_("backtrace"), blank=True)
+    metadata = models.JSONField(_("metadata"), default=dict, blank=True, encoder=DjangoJSONEncoder)
+    created_at = models.DateTimeField(_("created"), auto_now_add=True, db_index=True)
+    updated_at = models.DateTimeField(_("updated"), auto_now=True)
+    # The task id while the run is active, NULL otherwise: unique, so the database itself
+    # refuses a second active run of a task (a portable partial unique constraint).
+    active_task = models.GeneratedField(
+        expression=Case(When(status__in=sorted(ACTIVE_STATUSES), then=F("task_id")), default=None),
+        output_field=models.BigIntegerField(null=True),
+        db_persist=True,
+        unique=True,
+    )
+
+    objects = RunQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = _("maintenance run")
+        verbose_name_plural = _("maintenance runs")
+        ordering = ["-created_at", "-id"]
+        default_permissions = ("view",)
+        constraints = [
+            models.CheckConstraint(condition=Q(status__in=RunStatus.values), name="maintenance_run_status_valid"),
+        ]
+        indexes = [
+            models.Index(fields=["task", "-created_at"], name="maintenance_run_task_created"),
+            models.Index(fields=["status"], name="maintenance_run_status"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Run {self.pk} of {self.task.name}"
+
+    # -- derived progress -----------------------------------------------------------------
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in ACTIVE_STATUSES
+
+    @property
+    def progress(self) -> float | None:
+        """Return the fraction done, between 0 and 1, or None without a total."""
+        if self.status == RunStatus.SUCCEEDED:
+            return 1.0
+        if not self.tick_total:
+            return None
+        return min(1.0, self.tick_count / self.tick_total)
+
+    @property
+    def rate(self) -> float | None:
+        """Return items per second over the time spent running."""
+        if self.time_running <= 0:
+            return None
+        return self.tick_count / self.time_running
+
+    @property
+    def eta(self) -> timedelta | None:
+        """Return the expected time left, from the rate so far."""
+        rate = self.rate
+        if not rate or self.tick_total is None or self.status in COMPLETED_STATUSES:
+            return None
+        return timedelta(seconds=max(0, self.tick_total - self.tick_count) / rate)
+
+    # -- the one writer of ``status`` -----------------------------------------------------
+
+    def transition_to(self, new: str, *, token: int | None = None, action: str | None = None, **fields: Any) -> None:
+        """Move to ``new`` if the state machine allows it and nobody changed the run meanwhile.
+
+        Raise InvalidTransition (nothing written) if the move is not allowed from the status
+        read, and ConcurrentChange if another process changed the status (or, with
+        ``token``, the attempt) since it was read.
+        """
+        old = self.status
+        if not can_transition(old, new):
+            raise InvalidTransition(self.pk, old, new, action)
+        now = timezone.now()
+        fields.setdefault("updated_at", now)
+        if new in COMPLETED_STATUSES:
+            fields.setdefault("ended_at", now)
+        rows = Run.objects.filter(pk=self.pk, status=old)
+        if token is not None:
+            rows = rows.filter(attempt=token)
+        if not rows.update(status=new, **fields):
+            raise ConcurrentChange(f"Run {self.pk} changed while it was being moved from {old} to {new}.")
+        expressions = [name for name, value in fields.items() if hasattr(value, "resolve_expression")]
+        for name, value in fields.items():
+            if name not in expressions:
+                setattr(self, name, value)
+        self.status = new
+        if expressions:
+            self.refresh_from_db(fields=expressions)
+
+    # -- requests (the admin and the commands use these) ----------------------------------
+
+    def pause(self, *, actor: dict[str, Any] | None = None) -> Run:
+        """Ask the run to pause after its current batch."""
+        from .runner import Runner
+
+        return Runner.pause(self, actor=actor)
+
+    def resume(self, *, actor: dict[str, Any] | None = None) -> Run:
+        """Hand a paused or interrupted run back to the executor; it goes on from its cursor."""
+        from .runner import Runner
+
+        return Runner.resume(self, actor=actor)
+
+    def cancel(self, *, actor: dict[str, Any] | None = None) -> Run:
+        """Ask the run to stop for good after its current batch."""
+        from .runner import Runner
+
+        return Runner.cancel(self, actor=actor)
+
+
+class RunEvent(models.Model):
+    """One entry of a run's audit trail: who did what, when, from where."""
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="events")
+    created_at = models.DateTimeField(auto_now_add=True)
+    action = models.CharField(max_length=32)
+    from_status = models.CharField(max_length=16, blank=True)
+    to_status = models.CharField(max_length=16, blank=True)
+    source = models.CharField(max_length=16, blank=True)  # admin, cli, python, deploy, engine
+    user = models.CharField(max_length=150, blank=True)
+    detail = models.JSONField(default=dict, blank=True, encoder=DjangoJSONEncoder)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        default_permissions = ()
+
+    def __str__(self) -> str:
+        return f"{self.action} by {self.user or self.source}"
+
+
+def record(
+    run: Run, action: str, from_status: str, to_status: str, actor: dict[str, Any] | None, **detail: Any
+) -> RunEvent:
+    """Add an entry to the run's audit trail."""
+    actor = actor or {}
+    return RunEvent.objects.create(
+        run=run,
+        action=action,
+        from_status=from_status,
+        to_status=to_status,
+        source=str(actor.get("source", ""))[:16],
+        user=str(actor.get("user", ""))[:150],
+        detail={**actor, **detail},
+    )

@@ -1,0 +1,99 @@
+"""Discover processors in each installed app's ``maintenance.py`` and resolve names to them.
+
+This is a security boundary: names come from forms and command lines, so only the
+processors found here can ever be resolved. Nothing else is imported by name.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import inspect
+import threading
+
+from django.apps import apps
+
+from .exceptions import UnknownProcessor
+from .processor import Processor
+
+MODULE_NAME = "maintenance"
+
+
+def path_of(processor: type[Processor]) -> str:
+    """Return the dotted path that names a processor class."""
+    return f"{processor.__module__}.{processor.__qualname__}"
+
+
+class Registry:
+    """The processors defined in installed apps' ``maintenance`` modules, by dotted path."""
+
+    def __init__(self) -> None:
+        self._processors: dict[str, type[Processor]] | None = None
+        self._lock = threading.Lock()
+
+    def processors(self) -> dict[str, type[Processor]]:
+        """Return every discovered processor by dotted path, sorted by path."""
+        if self._processors is None:
+            with self._lock:
+                if self._processors is None:
+                    self._processors = self._discover()
+        return self._processors
+
+    def _discover(self) -> dict[str, type[Processor]]:
+        found: dict[str, type[Processor]] = {}
+        for app_config in apps.get_app_configs():
+            module_name = f"{app_config.name}.{MODULE_NAME}"
+            if importlib.util.find_spec(module_name) is None:
+                continue
+            module = importlib.import_module(module_name)
+            for _, value in inspect.getmembers(module, inspect.isclass):
+                if (
+                    issubclass(value, Processor)
+                    and value is not Processor
+                    and value.__module__ == module_name
+                    and not value.__dict__.get("abstract", False)
+                ):
+                    found[path_of(value)] = value
+        return dict(sorted(found.items()))
+
+    def clear(self) -> None:
+        """Forget what was discovered (for tests that change INSTALLED_APPS)."""
+        self._processors = None
+
+    def get(self, name: str) -> type[Processor]:
+        """Return the processor with this dotted path; raise UnknownProcessor otherwise."""
+        processors = self.processors()
+        if isinstance(name, str) and name in processors:
+            return processors[name]
+        raise UnknownProcessor(
+            f"Unknown processor {name!r}: only processors defined in an installed app's {MODULE_NAME}.py can be run."
+        )
+
+    def resolve(self, name: str) -> type[Processor]:
+        """Return the processor named by a dotted path or by a unique bare class name."""
+        if not isinstance(name, str) or not name:
+            raise UnknownProcessor("No processor given.")
+        if "." in name:
+            return self.get(name)
+        matches = [path for path, processor in self.processors().items() if processor.__qualname__ == name]
+        if len(matches) == 1:
+            return self.processors()[matches[0]]
+        if matches:
+            raise UnknownProcessor(f"{name!r} is ambiguous: {', '.join(matches)}. Give the dotted path.")
+        return self.get(name)
+
+    def path_of(self, processor: type[Processor] | str) -> str:
+        """Return the dotted path of a processor class or name, checking that it was discovered."""
+        if isinstance(processor, str):
+            return path_of(self.resolve(processor))
+        if isinstance(processor, type) and issubclass(processor, Processor):
+            path = path_of(processor)
+            if self.processors().get(path) is processor:
+                return path
+            raise UnknownProcessor(
+                f"{path} is not a discovered processor: define it in an installed app's {MODULE_NAME}.py."
+            )
+        raise UnknownProcessor(f"{processor!r} is not a processor.")
+
+
+registry = Registry()

@@ -1,0 +1,143 @@
+"""Start runs and change them: the one place the admin, the commands and Python go through."""
+
+from __future__ import annotations
+
+import getpass
+import os
+import socket
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from .conf import app_settings
+from .exceptions import ConcurrentChange, InvalidTransition, RunAlreadyActive, RunNotResumable
+from .models import Run, Task, record
+from .processor import Processor
+from .registry import registry
+from .status import RunStatus
+
+S = RunStatus
+
+
+def local_actor(source: str, **extra: Any) -> dict[str, Any]:
+    """Describe who acts from this process: the OS user, host and process id."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = str(os.getuid()) if hasattr(os, "getuid") else ""
+    return {"source": source, "user": user, "host": socket.gethostname(), "pid": os.getpid(), **extra}
+
+
+class Runner:
+    """Start, pause, resume and cancel runs."""
+
+    @staticmethod
+    def run(
+        processor: str | type[Processor],
+        config: dict[str, Any] | None = None,
+        *,
+        metadata: dict[str, Any] | None = None,
+    ) -> Run:
+        """Validate the config, create the task if needed and a run, and hand it to the executor.
+
+        Raise ValidationError for a bad config and RunAlreadyActive when the task already has
+        an active run; nothing is saved then.
+        """
+        run = Runner.create(processor, config, metadata=metadata)
+        Runner.enqueue(run)
+        run.refresh_from_db()
+        return run
+
+    @staticmethod
+    def create(
+        processor: str | type[Processor],
+        config: dict[str, Any] | None = None,
+        *,
+        metadata: dict[str, Any] | None = None,
+    ) -> Run:
+        """Validate, then save an enqueued run without handing it to any executor."""
+        path = registry.path_of(processor)
+        canonical = registry.get(path).from_config(config).config
+        metadata = metadata if metadata is not None else local_actor("python")
+        with transaction.atomic():
+            task, _ = Task.objects.get_or_create(
+                processor=path, config_digest=Task.digest(canonical), defaults={"config": canonical}
+            )
+            try:
+                with transaction.atomic():
+                    run = Run.objects.create(task=task, metadata=metadata)
+            except IntegrityError:
+                active = task.runs.active().values_list("pk", flat=True).first()
+                raise RunAlreadyActive(task, active) from None
+            record(run, "created", "", S.ENQUEUED, metadata)
+        return run
+
+    @staticmethod
+    def enqueue(run: Run) -> None:
+        """Hand the run to the executor once the current transaction commits."""
+        from .jobs import perform_run
+
+        transaction.on_commit(lambda: perform_run.enqueue(run.pk))
+
+    # -- requests -------------------------------------------------------------------------
+
+    @staticmethod
+    def _request(run: Run, action: str, targets: dict[str, str], actor: dict[str, Any] | None) -> Run:
+        """Move the run along ``targets`` (current status -> new) from its current status."""
+        actor = actor or local_actor("python")
+        for _ in range(5):
+            run.refresh_from_db(fields=["status", "attempt", "heartbeat_at"])
+            old = run.status
+            if old not in targets:
+                raise InvalidTransition(run.pk, old, "", action)
+            try:
+                run.transition_to(targets[old], action=action)
+            except ConcurrentChange:
+                continue
+            record(run, action, old, run.status, actor)
+            return run
+        raise ConcurrentChange(f"Run {run.pk} kept changing; try again.")
+
+    @staticmethod
+    def pause(run: Run, *, actor: dict[str, Any] | None = None) -> Run:
+        """Ask the run to pause: at once if nothing runs it, else after the current batch."""
+        targets = {S.RUNNING: S.PAUSING, S.ENQUEUED: S.PAUSED, S.INTERRUPTED: S.PAUSED}
+        return Runner._request(run, "pause", targets, actor)
+
+    @staticmethod
+    def cancel(run: Run, *, actor: dict[str, Any] | None = None) -> Run:
+        """Ask the run to stop for good: at once if nothing runs it, else after the current batch."""
+        targets = {
+            S.RUNNING: S.CANCELLING,
+            S.PAUSING: S.CANCELLING,
+            S.ENQUEUED: S.CANCELLED,
+            S.PAUSED: S.CANCELLED,
+            S.INTERRUPTED: S.CANCELLED,
+        }
+        return Runner._request(run, "cancel", targets, actor)
+
+    @staticmethod
+    def resume(run: Run, *, actor: dict[str, Any] | None = None, force: bool = False, execute: bool = True) -> Run:
+        """Enqueue a paused or interrupted run again; it goes on from its cursor.
+
+        A run still marked running is taken over only when its heartbeat is older than
+        STALE_AFTER (its executor died), or with ``force``. Its old executor, if alive,
+        can no longer commit. With ``execute=False`` the caller performs it.
+        """
+        run.refresh_from_db(fields=["status", "heartbeat_at"])
+        targets = {S.PAUSED: S.ENQUEUED, S.INTERRUPTED: S.ENQUEUED}
+        if run.status == S.RUNNING:
+            age = (timezone.now() - run.heartbeat_at).total_seconds() if run.heartbeat_at else None
+            if not force and age is not None and age < app_settings.STALE_AFTER:
+                raise RunNotResumable(
+                    f"Run {run.pk} is running (last heartbeat {age:.0f}s ago). If its process is gone, "
+                    f"wait until STALE_AFTER ({app_settings.STALE_AFTER:.0f}s) has passed or force it."
+                )
+            targets[S.RUNNING] = S.ENQUEUED
+        if run.status not in targets:
+            raise RunNotResumable(f"Run {run.pk} is {run.status}: only paused or interrupted runs can be resumed.")
+        Runner._request(run, "resume", targets, actor)
+        if execute:
+            Runner.enqueue(run)
+        return run

@@ -1,0 +1,55 @@
+"""Demo processors: backfills over the Article table."""
+
+from django.db.models import Value
+from django.db.models.functions import Length, Lower, Replace
+from django.utils.text import slugify
+
+from maintenance_tasks import Processor
+
+from .models import Article
+
+
+class BackfillSlugs(Processor):
+    """Fill in the slug of every article that has none, from its title."""
+
+    batch_size = 500
+
+    def collection(self):
+        return Article.objects.filter(slug="")
+
+    def process(self, article):
+        article.slug = slugify(article.title)[:200] + f"-{article.pk}"
+        article.save(update_fields=["slug"])
+
+
+class CountTitleWords(Processor):
+    """Store each article's title word count, a whole batch per UPDATE statement."""
+
+    batch_size = 2000
+    only_missing: bool = True
+
+    def collection(self):
+        articles = Article.objects.all()
+        return articles.filter(word_count__isnull=True) if self.only_missing else articles
+
+    def process_batch(self, articles):
+        spaces = Length("title") - Length(Replace("title", Value(" "), Value("")))
+        articles.update(word_count=spaces + 1)
+
+
+class PublishArticles(Processor):
+    """Publish articles whose title starts with the given prefix (case-insensitive)."""
+
+    prefix: str
+
+    def collection(self):
+        articles = Article.objects.annotate(lower_title=Lower("title")).filter(
+            published=False, lower_title__startswith=self.prefix.lower()
+        )
+        return articles
+
+    def process_batch(self, articles):
+        articles.update(published=True)
+
+    def count(self):
+        return Article.objects.filter(published=False, title__istartswith=self.prefix).count()

@@ -1,0 +1,97 @@
+"""Settings of the project that demonstrates and tests maintenance_tasks.
+
+Everything that differs between machines comes from the environment (django-environ):
+DATABASE_URL picks SQLite (default), PostgreSQL or MariaDB.
+"""
+
+from pathlib import Path
+
+import environ
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = BASE_DIR / "var"
+VAR_DIR.mkdir(exist_ok=True)
+
+env = environ.Env()
+DEBUG = env.bool("DJANGO_DEBUG", default=True)
+SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="testproject-insecure-key")
+ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "maintenance_tasks",
+    "testproject.demo",
+    "testproject.testapp",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "testproject.urls"
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = VAR_DIR / "static"
+
+DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'db.sqlite3'}")}
+_db = DATABASES["default"]
+# TEST_DB_NAME lets several suites share a database server without sharing a test database.
+_test_name = env.str("TEST_DB_NAME", default="test")
+if _db["ENGINE"].endswith("sqlite3"):
+    # A file, not memory, so that processes started by the tests see the test database.
+    _db["TEST"] = {"NAME": str(VAR_DIR / f"{_test_name}.sqlite3")}
+    _db["OPTIONS"] = {
+        "transaction_mode": "IMMEDIATE",
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
+else:
+    _db["TEST"] = {"NAME": f"test_{_test_name}"}
+if _db["ENGINE"].endswith("mysql"):
+    _db.setdefault("OPTIONS", {})["charset"] = "utf8mb4"
+    _db["TEST"]["CHARSET"] = "utf8mb4"
+
+TASKS = {"default": {"BACKEND": env.str("TASKS_BACKEND", default="django.tasks.backends.immediate.ImmediateBackend")}}
+
+MAINTENANCE_TASKS = {
+    "TICK_INTERVAL": env.float("MAINTENANCE_TICK_INTERVAL", default=1.0),
+    "STALE_AFTER": env.float("MAINTENANCE_STALE_AFTER", default=60.0),
+}
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+USE_TZ = True
+TIME_ZONE = "UTC"
+LANGUAGE_CODE = "en-us"
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "loggers": {
+        "maintenance_tasks": {"handlers": ["console"], "level": env.str("MAINTENANCE_LOG_LEVEL", default="WARNING")}
+    },
+}

@@ -1,0 +1,165 @@
+"""Processors used by the test suite."""
+
+import datetime
+import enum
+import time
+from decimal import Decimal
+from typing import Literal
+
+from django.core.exceptions import ValidationError
+from django.db.models import F
+
+from maintenance_tasks import Processor
+
+from .models import CodeItem, Item, RankedItem, Seen, UUIDItem
+
+
+class Boom(Exception):
+    pass
+
+
+class IncrementItems(Processor):
+    """Add one to every item's counter, one save() per row."""
+
+    batch_size = 10
+    delay: float = 0.0
+    fail_at: int | None = None
+
+    def collection(self):
+        return Item.objects.all()
+
+    def process(self, item):
+        if self.delay:
+            time.sleep(self.delay)
+        if item.pk == self.fail_at:
+            raise Boom(f"item {item.pk} failed")
+        item.times_processed = F("times_processed") + 1
+        item.save(update_fields=["times_processed"])
+
+
+class IncrementItemsInBatches(Processor):
+    """Add one to every item's counter, one UPDATE per batch."""
+
+    batch_size = 10
+    delay: float = 0.0
+
+    def collection(self):
+        return Item.objects.all()
+
+    def process_batch(self, items):
+        if self.delay:
+            time.sleep(self.delay)
+        items.update(times_processed=F("times_processed") + 1)
+
+
+class IncrementItemsAutocommit(IncrementItems):
+    """Like IncrementItems, but each item commits on its own."""
+
+    atomic = False
+
+
+class IncrementUUIDItems(Processor):
+    batch_size = 7
+
+    def collection(self):
+        return UUIDItem.objects.all()
+
+    def process(self, item):
+        UUIDItem.objects.filter(pk=item.pk).update(times_processed=F("times_processed") + 1)
+
+
+class IncrementCodeItems(Processor):
+    batch_size = 7
+
+    def collection(self):
+        return CodeItem.objects.all()
+
+    def process_batch(self, items):
+        items.update(times_processed=F("times_processed") + 1)
+
+
+class IncrementRankedItems(Processor):
+    batch_size = 4
+    cursor_columns = ("group", "position")
+
+    def collection(self):
+        return RankedItem.objects.all()
+
+    def process(self, item):
+        RankedItem.objects.filter(pk=item.pk).update(times_processed=F("times_processed") + 1)
+
+
+class RecordList(Processor):
+    """Record each string of a list."""
+
+    batch_size = 3
+    words: list[str]
+
+    def collection(self):
+        return self.words
+
+    def process(self, word):
+        Seen.objects.create(value=word)
+
+
+class RecordGenerator(Processor):
+    batch_size = 4
+    stop: int = 10
+
+    def collection(self):
+        return (f"g{i}" for i in range(self.stop))
+
+    def process(self, value):
+        Seen.objects.create(value=value)
+
+
+class RecordPages(Processor):
+    """A custom source: pages of a remote API, the cursor being the next page number."""
+
+    batch_size = 2
+    pages: int = 3
+
+    def enumerate(self, cursor):
+        page = int(cursor or 0)
+        while page < self.pages:
+            yield f"page{page}", str(page + 1)
+            page += 1
+
+    def process(self, value):
+        Seen.objects.create(value=value)
+
+
+class RecordOnce(Processor):
+    """A task without a collection."""
+
+    def process(self):
+        Seen.objects.create(value="once")
+
+
+class Color(enum.Enum):
+    RED = "red"
+    GREEN = "green"
+
+
+class EveryType(Processor):
+    """Take a parameter of every supported type."""
+
+    name: str
+    limit: int = 10
+    ratio: float = 0.5
+    dry_run: bool = False
+    amount: Decimal = Decimal("1.50")
+    since: datetime.date = datetime.date(2024, 1, 1)
+    at: datetime.datetime | None = None
+    tags: list[str] = []
+    ids: list[int] = []
+    options: dict = {}
+    color: Color = Color.RED
+    mode: Literal["fast", "safe"] = "safe"
+
+    def clean(self):
+        if self.name == "forbidden":
+            raise ValidationError({"name": "This name is forbidden."})
+
+    def process(self):
+        Seen.objects.create(value=f"{self.name}:{self.limit}:{self.color.value}:{self.mode}")

@@ -1,0 +1,50 @@
+"""Tables the test processors work on. ``times_processed`` counts committed updates per row."""
+
+import uuid
+
+from django.db import models
+
+
+class Item(models.Model):
+    value = models.IntegerField(default=0)
+    times_processed = models.IntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"Item {self.pk}"
+
+
+class UUIDItem(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4)
+    times_processed = models.IntegerField(default=0)
+
+    def __str__(self) -> str:
+        return str(self.pk)
+
+
+class CodeItem(models.Model):
+    code = models.CharField(primary_key=True, max_length=20)
+    times_processed = models.IntegerField(default=0)
+
+    def __str__(self) -> str:
+        return self.code
+
+
+class RankedItem(models.Model):
+    group = models.IntegerField()
+    position = models.IntegerField()
+    times_processed = models.IntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["group", "position"], name="ranked_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.group}/{self.position}"
+
+
+class Seen(models.Model):
+    """One row per call of a processor on a non-model item, in order."""
+
+    value = models.CharField(max_length=100)
+
+    def __str__(self) -> str:
+        return self.value

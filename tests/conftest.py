@@ -1,0 +1,96 @@
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.db import connection
+
+from maintenance_tasks.registry import registry
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def subprocess_database_url() -> str:
+    """Return a DATABASE_URL that points a child process at the current test database."""
+    db = settings.DATABASES["default"]
+    engine, name = db["ENGINE"], db["NAME"]
+    if engine.endswith("sqlite3"):
+        return f"sqlite:///{name}"
+    scheme = "postgres" if "postgresql" in engine else "mysql"
+    password = f":{db['PASSWORD']}" if db.get("PASSWORD") else ""
+    return f"{scheme}://{db['USER']}{password}@{db['HOST']}:{db['PORT']}/{name}"
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    env = {**os.environ, "DATABASE_URL": subprocess_database_url(), "PYTHONUNBUFFERED": "1", **extra}
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    return env
+
+
+class Command:
+    """A ``manage.py`` command running in a child process, in its own process group."""
+
+    def __init__(self, *args: str, **env: str) -> None:
+        self.args = args
+        self.process = subprocess.Popen(
+            [sys.executable, "manage.py", *args],
+            cwd=ROOT,
+            env=child_env(**env),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+
+    def signal(self, signum: int) -> None:
+        self.process.send_signal(signum)
+
+    def kill(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=30)
+
+    def wait(self, timeout: float = 120) -> tuple[int, str, str]:
+        out, err = self.process.communicate(timeout=timeout)
+        return self.process.returncode, out, err
+
+
+@pytest.fixture
+def manage():
+    """Start ``manage.py`` commands in child processes; kill any left at the end."""
+    started: list[Command] = []
+
+    def start(*args: str, **env: str) -> Command:
+        command = Command(*args, **env)
+        started.append(command)
+        return command
+
+    yield start
+    for command in started:
+        if command.process.poll() is None:
+            command.process.kill()
+            command.process.wait(timeout=30)
+
+
+def wait_for(predicate, timeout: float = 30.0, interval: float = 0.05):
+    """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {predicate}")
+
+
+@pytest.fixture(autouse=True)
+def _fresh_registry():
+    yield
+    registry.clear()
+
+
+def on_sqlite() -> bool:
+    return connection.vendor == "sqlite"

@@ -67,6 +67,7 @@ if _db["ENGINE"].endswith("sqlite3"):
     _db["TEST"] = {"NAME": str(VAR_DIR / f"{_test_name}.sqlite3")}
     _db["OPTIONS"] = {
         "transaction_mode": "IMMEDIATE",
+        "timeout": 30,
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
 else:
@@ -80,6 +81,7 @@ TASKS = {"default": {"BACKEND": env.str("TASKS_BACKEND", default="django.tasks.b
 MAINTENANCE_TASKS = {
     "TICK_INTERVAL": env.float("MAINTENANCE_TICK_INTERVAL", default=1.0),
     "STALE_AFTER": env.float("MAINTENANCE_STALE_AFTER", default=60.0),
+    "LOG_INTERVAL": env.float("MAINTENANCE_LOG_INTERVAL", default=5.0),
 }
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

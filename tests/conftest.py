@@ -51,7 +51,7 @@ class Command:
 
     def kill(self) -> None:
         self.process.send_signal(signal.SIGKILL)
-        self.process.wait(timeout=30)
+        self.process.communicate(timeout=30)  # reap it and close its pipes
 
     def wait(self, timeout: float = 120) -> tuple[int, str, str]:
         out, err = self.process.communicate(timeout=timeout)
@@ -72,7 +72,8 @@ def manage():
     for command in started:
         if command.process.poll() is None:
             command.process.kill()
-            command.process.wait(timeout=30)
+        if command.process.stdout and not command.process.stdout.closed:
+            command.process.communicate(timeout=30)
 
 
 def wait_for(predicate, timeout: float = 30.0, interval: float = 0.05):

@@ -158,9 +158,9 @@ class Command(BaseCommand):
             return
         if run.status == RunStatus.ERRORED:
             raise CommandError(f"Run {run.pk} errored: {run.error_class}: {run.error_message}", returncode=ERRORED)
-        hint = f" Resume with: manage.py run_maintenance_task --resume {run.pk}" if run.status != RunStatus.CANCELLED else ""
-            " Resume with: manage.py run_maintenance_task --resume %s" % run.pk
-            if run.status != RunStatus.CANCELLED
-            else ""
+        hint = (
+            ""
+            if run.status == RunStatus.CANCELLED
+            else f" Resume with: manage.py run_maintenance_task --resume {run.pk}"
         )
         raise CommandError(f"Run {run.pk} {run.status} at {run.tick_count:,} items.{hint}", returncode=STOPPED)

@@ -1,0 +1,207 @@
+import uuid
+
+import pytest
+from django.db.models import F
+
+from maintenance_tasks.engine import Engine
+from maintenance_tasks.models import Run
+from maintenance_tasks.runner import Runner
+from maintenance_tasks.status import RunStatus
+from testproject.testapp.models import CodeItem, Item, RankedItem, Seen, UUIDItem
+
+pytestmark = pytest.mark.django_db
+APP = "testproject.testapp.maintenance."
+
+
+def perform(name, config=None, **engine_options):
+    run = Runner.create(APP + name, config)
+    return Engine(run, **engine_options).perform()
+
+
+def times(model=Item):
+    return list(model.objects.order_by("pk").values_list("times_processed", flat=True))
+
+
+@pytest.fixture
+def items():
+    return Item.objects.bulk_create(Item() for _ in range(25))
+
+
+class StopAfter:
+    """A should_stop callback that says stop after ``n`` calls, optionally doing something first."""
+
+    def __init__(self, n, action=None):
+        self.n, self.calls, self.action = n, 0, action
+
+    def __call__(self):
+        self.calls += 1
+        if self.calls == self.n and self.action:
+            self.action()
+        return self.calls >= self.n and self.action is None
+
+
+@pytest.mark.parametrize("name", ["IncrementItems", "IncrementItemsInBatches", "IncrementItemsAutocommit"])
+def test_every_item_is_processed_once(items, name):
+    run = perform(name)
+    assert run.status == RunStatus.SUCCEEDED
+    assert (run.tick_count, run.tick_total) == (25, 25)
+    assert times() == [1] * 25
+    assert run.cursor == f"[{items[-1].pk}]"
+    assert run.started_at and run.ended_at and run.time_running > 0
+
+
+def test_uuid_primary_keys(django_assert_max_num_queries):
+    UUIDItem.objects.bulk_create(UUIDItem(id=uuid.uuid4()) for _ in range(20))
+    run = perform("IncrementUUIDItems")
+    assert run.status == RunStatus.SUCCEEDED and run.tick_count == 20
+    assert times(UUIDItem) == [1] * 20
+
+
+def test_string_primary_keys_with_process_batch():
+    CodeItem.objects.bulk_create(CodeItem(code=f"c{i:03}") for i in range(20))
+    run = perform("IncrementCodeItems")
+    assert run.status == RunStatus.SUCCEEDED and run.tick_count == 20
+    assert times(CodeItem) == [1] * 20
+    assert run.cursor == '["c019"]'
+
+
+def test_cursor_columns_order_the_walk_and_resume():
+    RankedItem.objects.bulk_create(RankedItem(group=g, position=p) for g in (3, 1, 2) for p in (2, 1, 3))
+    run = perform("IncrementRankedItems", should_stop=StopAfter(1))  # 4 per batch
+    assert run.status == RunStatus.INTERRUPTED
+    done = RankedItem.objects.filter(times_processed=1).order_by("group", "position")
+    assert [(r.group, r.position) for r in done] == [(1, 1), (1, 2), (1, 3), (2, 1)]
+    assert run.cursor == "[2,1]"
+    Runner.resume(run, execute=False)
+    run = Engine(run).perform()
+    assert run.status == RunStatus.SUCCEEDED and run.tick_count == 9
+    assert times(RankedItem) == [1] * 9
+
+
+@pytest.mark.parametrize("name", ["IncrementItems", "IncrementItemsInBatches", "IncrementItemsAutocommit"])
+def test_interrupt_then_resume_goes_on_from_the_cursor(items, name):
+    run = perform(name, should_stop=StopAfter(2))
+    assert run.status == RunStatus.INTERRUPTED
+    stopped_at = run.tick_count
+    assert 0 < stopped_at < 25
+    assert times().count(1) == stopped_at
+    Runner.resume(run, execute=False)
+    run = Engine(Run.objects.get(pk=run.pk)).perform()
+    assert run.status == RunStatus.SUCCEEDED and run.tick_count == 25
+    assert times() == [1] * 25
+
+
+def test_atomic_error_rolls_back_the_batch_and_keeps_the_last_checkpoint(items):
+    run = perform("IncrementItems", {"fail_at": items[14].pk})  # batches of 10: 11..15 fail
+    assert run.status == RunStatus.ERRORED
+    assert run.error_class == "testproject.testapp.maintenance.Boom"
+    assert run.error_message == f"item {items[14].pk} failed"
+    assert "Boom" in run.backtrace and "process" in run.backtrace
+    assert times() == [1] * 10 + [0] * 15
+    assert (run.tick_count, run.cursor) == (10, f"[{items[9].pk}]")
+    assert Run.objects.get(pk=run.pk).cursor == run.cursor
+
+
+def test_autocommit_error_keeps_items_done_before_it(items):
+    run = perform("IncrementItemsAutocommit", {"fail_at": items[14].pk})
+    assert run.status == RunStatus.ERRORED
+    assert times() == [1] * 14 + [0] * 11
+    assert (run.tick_count, run.cursor) == (14, f"[{items[13].pk}]")
+
+
+def test_pause_requested_elsewhere_is_honoured_and_not_overwritten(items):
+    def request_pause():
+        Run.objects.filter(status=RunStatus.RUNNING).update(status=RunStatus.PAUSING)
+
+    run = perform("IncrementItems", should_stop=StopAfter(1, request_pause))
+    assert run.status == RunStatus.PAUSED
+    assert run.tick_count == 20  # the batch in progress when it was noticed was completed and recorded
+    assert times() == [1] * 20 + [0] * 5
+
+
+def test_cancel_requested_elsewhere(items):
+    def request_cancel():
+        Run.objects.filter(status=RunStatus.RUNNING).update(status=RunStatus.CANCELLING)
+
+    run = perform("IncrementItems", should_stop=StopAfter(1, request_cancel))
+    assert run.status == RunStatus.CANCELLED and run.ended_at is not None
+    assert run.tick_count == 20
+
+
+def test_a_stale_executor_cannot_commit_its_batch(items):
+    def take_over():
+        Run.objects.filter(status=RunStatus.RUNNING).update(attempt=F("attempt") + 1)
+
+    run = perform("IncrementItems", should_stop=StopAfter(1, take_over))
+    stored = Run.objects.get(pk=run.pk)
+    assert times() == [1] * 10 + [0] * 15  # the second batch was rolled back
+    assert (stored.status, stored.tick_count, stored.cursor) == (RunStatus.RUNNING, 10, f"[{items[9].pk}]")
+    assert stored.attempt == 2  # the new attempt's token, untouched by the old executor
+
+
+def test_autocommit_checkpoints_once_per_tick(items, settings, django_assert_max_num_queries):
+    settings.MAINTENANCE_TASKS = {"TICK_INTERVAL": 3600}
+    run = Runner.create(APP + "IncrementItemsAutocommit")
+    # claim + event + build + count + 3 page reads + 25 saves + final status (read, write, event)
+    with django_assert_max_num_queries(40):
+        run = Engine(run).perform()
+    assert run.status == RunStatus.SUCCEEDED and run.tick_count == 25
+
+
+def test_queries_per_atomic_batch_are_constant(django_assert_num_queries):
+    Item.objects.bulk_create(Item() for _ in range(100))
+    run = Runner.create(APP + "IncrementItemsInBatches")
+    engine = Engine(run)
+    # claim (update, refresh), event, count, tick_total; then per batch of 10:
+    # savepoint, key page, update, checkpoint, release; then last empty page; finish: read, write, event
+    with django_assert_num_queries(3 + 2 + 10 * 5 + 1 + 3):
+        engine.perform()
+
+
+def test_list_collection_and_resume():
+    run = perform("RecordList", {"words": ["a", "b", "c", "d", "e"]}, should_stop=StopAfter(1))
+    assert (run.status, run.cursor, run.tick_total) == (RunStatus.INTERRUPTED, "3", 5)
+    Runner.resume(run, execute=False)
+    run = Engine(run).perform()
+    assert run.status == RunStatus.SUCCEEDED
+    assert list(Seen.objects.values_list("value", flat=True)) == ["a", "b", "c", "d", "e"]
+
+
+def test_generator_collection_and_resume():
+    run = perform("RecordGenerator", {"stop": 10}, should_stop=StopAfter(2))
+    assert (run.cursor, run.tick_total) == ("8", None)
+    Runner.resume(run, execute=False)
+    run = Engine(run).perform()
+    assert run.status == RunStatus.SUCCEEDED and run.tick_count == 10
+    assert list(Seen.objects.values_list("value", flat=True)) == [f"g{i}" for i in range(10)]
+
+
+def test_custom_enumerate_and_resume():
+    run = perform("RecordPages", {"pages": 5}, should_stop=StopAfter(1))
+    assert run.cursor == "2"
+    Runner.resume(run, execute=False)
+    run = Engine(run).perform()
+    assert run.status == RunStatus.SUCCEEDED and run.tick_count == 5
+    assert list(Seen.objects.values_list("value", flat=True)) == [f"page{i}" for i in range(5)]
+
+
+def test_no_collection_calls_process_once():
+    run = perform("RecordOnce")
+    assert (run.status, run.tick_count, run.tick_total) == (RunStatus.SUCCEEDED, 1, 1)
+    assert Seen.objects.get().value == "once"
+
+
+def test_typed_parameters_reach_the_processor():
+    run = perform("EveryType", {"name": "x", "limit": "7", "color": "green", "mode": "fast"})
+    assert run.status == RunStatus.SUCCEEDED
+    assert Seen.objects.get().value == "x:7:green:fast"
+
+
+def test_a_run_that_is_not_enqueued_is_not_claimed(items):
+    run = Runner.create(APP + "IncrementItems")
+    run.cancel()
+    from maintenance_tasks.exceptions import InvalidTransition
+
+    with pytest.raises(InvalidTransition):
+        Engine(run).perform()
+    assert times() == [0] * 25

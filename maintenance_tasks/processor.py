@@ -138,7 +138,9 @@ def to_json(value: Any) -> Any:
     """Return the JSON form of a typed parameter value."""
     if isinstance(value, enum.Enum):
         return value.value
-    if isinstance(value, datetime.date):  # datetime is a date too
+    if isinstance(value, datetime.datetime) and value.tzinfo is not None:
+        return value.astimezone(datetime.UTC).isoformat()  # one canonical form per instant
+    if isinstance(value, datetime.date):  # naive datetimes too
         return value.isoformat()
     if isinstance(value, Decimal):
         return str(value)

@@ -1,0 +1,116 @@
+import datetime
+from decimal import Decimal
+
+import pytest
+from django.core.exceptions import ValidationError
+
+from maintenance_tasks import Processor
+from testproject.testapp.maintenance import Color, EveryType
+
+
+def errors(config, processor=EveryType):
+    with pytest.raises(ValidationError) as error:
+        processor.from_config(config)
+    return error.value.message_dict
+
+
+def test_values_are_typed_and_the_config_is_canonical():
+    processor = EveryType.from_config(
+        {
+            "name": "n",
+            "limit": "5",
+            "ratio": 1,
+            "dry_run": "yes",
+            "amount": "2.25",
+            "since": "2025-02-03",
+            "at": "2025-02-03T04:05:06+02:00",
+            "tags": "a, b",
+            "ids": "[1, 2]",
+            "options": '{"k": [1]}',
+            "color": "green",
+            "mode": "fast",
+        }
+    )
+    assert processor.limit == 5 and processor.ratio == 1.0 and processor.dry_run is True
+    assert processor.amount == Decimal("2.25")
+    assert processor.since == datetime.date(2025, 2, 3)
+    assert processor.at == datetime.datetime(2025, 2, 3, 2, 5, 6, tzinfo=datetime.UTC)
+    assert (processor.tags, processor.ids, processor.options) == (["a", "b"], [1, 2], {"k": [1]})
+    assert processor.color is Color.GREEN and processor.mode == "fast"
+    assert processor.config == {
+        "name": "n",
+        "limit": 5,
+        "ratio": 1.0,
+        "dry_run": True,
+        "amount": "2.25",
+        "since": "2025-02-03",
+        "at": "2025-02-03T02:05:06+00:00",
+        "tags": ["a", "b"],
+        "ids": [1, 2],
+        "options": {"k": [1]},
+        "color": "green",
+        "mode": "fast",
+    }
+    # The canonical config builds the same processor again.
+    assert EveryType.from_config(processor.config).config == processor.config
+
+
+def test_defaults_fill_missing_parameters():
+    processor = EveryType.from_config({"name": "n"})
+    assert processor.limit == 10 and processor.color is Color.RED and processor.at is None
+    assert processor.since == datetime.date(2024, 1, 1)
+
+
+@pytest.mark.parametrize(
+    ("config", "field", "message"),
+    [
+        ({}, "name", "This parameter is required."),
+        ({"name": "n", "limit": "ten"}, "limit", "Enter a whole number."),
+        ({"name": "n", "limit": 1.5}, "limit", "Enter a whole number."),
+        ({"name": "n", "limit": True}, "limit", "Enter a number, not true or false."),
+        ({"name": "n", "ratio": "x"}, "ratio", "Enter a number."),
+        ({"name": "n", "dry_run": "banana"}, "dry_run", "Enter true or false."),
+        ({"name": "n", "amount": "1,5"}, "amount", "Enter a number."),
+        ({"name": "n", "since": "2025-13-01"}, "since", "Enter a valid date."),
+        ({"name": "n", "at": "yesterday"}, "at", "Enter a valid date/time."),
+        ({"name": "n", "tags": "[1"}, "tags", "Enter a JSON list"),
+        ({"name": "n", "ids": ["1", "x"]}, "ids", "Item 2: Enter a whole number."),
+        ({"name": "n", "options": "[1]"}, "options", "Enter a JSON object."),
+        ({"name": "n", "color": "blue"}, "color", "Select a valid choice. blue is not one of the available choices."),
+        ({"name": "n", "mode": "slow"}, "mode", "Select a valid choice."),
+        ({"name": "n", "extra": 1}, "extra", "Unknown parameter (known: name, limit"),
+        ({"name": "forbidden"}, "name", "This name is forbidden."),
+    ],
+)
+def test_bad_values_name_the_field(config, field, message):
+    found = errors(config)
+    assert field in found
+    assert message in " ".join(found[field])
+
+
+def test_config_must_be_an_object():
+    with pytest.raises(ValidationError, match="must be a JSON object, not list"):
+        EveryType.from_config([1])
+
+
+def test_unsupported_parameter_type_is_reported():
+    class Odd(Processor):
+        when: complex
+
+    with pytest.raises(TypeError, match="parameter 'when': unsupported parameter type"):
+        Odd.parameters()
+
+
+def test_class_settings_are_not_parameters():
+    assert "batch_size" not in EveryType.parameters()
+    assert "atomic" not in EveryType.parameters()
+    assert list(EveryType.parameters())[:3] == ["name", "limit", "ratio"]
+
+
+def test_description_is_the_first_docstring_line():
+    assert EveryType.description() == "Take a parameter of every supported type."
+
+    class Bare(Processor):
+        pass
+
+    assert Bare.description() == ""

@@ -7,12 +7,18 @@ from maintenance_tasks.registry import registry
 
 def ids(settings_value, settings):
     settings.MAINTENANCE_TASKS = settings_value
-    return [message.id for message in checks.run_checks(tags=[checks.Tags.compatibility]) if message.id.startswith("maintenance_tasks.")]
+    return [
+        message.id
+        for message in checks.run_checks(tags=[checks.Tags.compatibility])
+        if message.id.startswith("maintenance_tasks.")
+    ]
 
 
 def test_defaults_pass(settings):
     del settings.MAINTENANCE_TASKS
-    assert [m for m in checks.run_checks(tags=[checks.Tags.compatibility]) if m.id.startswith("maintenance_tasks.")] == []
+    assert [
+        m for m in checks.run_checks(tags=[checks.Tags.compatibility]) if m.id.startswith("maintenance_tasks.")
+    ] == []
 
 
 @pytest.mark.parametrize(

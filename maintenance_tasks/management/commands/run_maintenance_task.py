@@ -136,6 +136,8 @@ class Command(BaseCommand):
         self.perform(run, verbosity)
 
     def perform(self, run: Run, verbosity: int) -> None:
+        if verbosity:
+            self.stdout.write(f"Run {run.pk} of {run.task} started.")
         if verbosity == 0:
             progress: Any = lambda run: None  # noqa: E731
             progress.close = lambda: None
@@ -143,8 +145,6 @@ class Command(BaseCommand):
             progress = ProgressBar(run, sys.stderr)
         else:
             progress = ProgressLog(run, self.stdout, app_settings.LOG_INTERVAL)
-        if verbosity:
-            self.stdout.write(f"Run {run.pk} of {run.task} started.")
         try:
             with StopOnSignal(self.stderr) as stop:
                 Engine(run, on_progress=progress, should_stop=stop).perform()

@@ -130,7 +130,7 @@ def run_state(run: Run, allowed: set[str], *, processor_missing: bool = False) -
 def start_form_class(processor: type[Processor]) -> type[forms.Form]:
     """Return a form with one field per parameter (each parameter's field is already a form field)."""
     fields = {name: parameter.field for name, parameter in processor.parameters().items()}
-    return type(f"{processor.__name__}StartForm", (forms.Form,), fields)
+    return type(f"{processor.__name__}StartForm", (forms.Form,), {**fields, "required_css_class": "required"})
 
 
 def start_form(processor: type[Processor], data: Any = None) -> forms.Form:

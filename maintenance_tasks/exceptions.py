@@ -37,3 +37,7 @@ class RunNotResumable(MaintenanceTaskError):
 
 class StaleAttempt(MaintenanceTaskError):
     """This executor's attempt token is no longer current: it must stop without committing."""
+
+
+class RunNotStuck(MaintenanceTaskError):
+    """The run has not waited long enough in pausing/cancelling to be forced."""

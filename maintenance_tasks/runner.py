@@ -8,16 +8,30 @@ import socket
 from typing import Any
 
 from django.db import IntegrityError, transaction
+from django.db.models import F
 from django.utils import timezone
 
 from .conf import app_settings
-from .exceptions import ConcurrentChange, InvalidTransition, RunAlreadyActive, RunNotResumable
+from .exceptions import ConcurrentChange, InvalidTransition, RunAlreadyActive, RunNotResumable, RunNotStuck
 from .models import Run, Task, record
 from .processor import Processor
 from .registry import registry
-from .status import RunStatus
+from .status import RESUMABLE_STATUSES, RunStatus
 
 S = RunStatus
+
+#: What each request does, by the run's current status (current -> new).
+PAUSE_TARGETS = {S.RUNNING: S.PAUSING, S.ENQUEUED: S.PAUSED, S.INTERRUPTED: S.PAUSED}
+CANCEL_TARGETS = {
+    S.RUNNING: S.CANCELLING,
+    S.PAUSING: S.CANCELLING,
+    S.ENQUEUED: S.CANCELLED,
+    S.PAUSED: S.CANCELLED,
+    S.INTERRUPTED: S.CANCELLED,
+}
+RESUME_TARGETS = dict.fromkeys(RESUMABLE_STATUSES, S.ENQUEUED)
+#: A run stuck in a request (its executor gone or hung) is forced to where the request leads.
+FORCE_TARGETS = {S.PAUSING: S.PAUSED, S.CANCELLING: S.CANCELLED}
 
 
 def local_actor(source: str, **extra: Any) -> dict[str, Any]:
@@ -102,20 +116,12 @@ class Runner:
     @staticmethod
     def pause(run: Run, *, actor: dict[str, Any] | None = None) -> Run:
         """Ask the run to pause: at once if nothing runs it, else after the current batch."""
-        targets = {S.RUNNING: S.PAUSING, S.ENQUEUED: S.PAUSED, S.INTERRUPTED: S.PAUSED}
-        return Runner._request(run, "pause", targets, actor)
+        return Runner._request(run, "pause", PAUSE_TARGETS, actor)
 
     @staticmethod
     def cancel(run: Run, *, actor: dict[str, Any] | None = None) -> Run:
         """Ask the run to stop for good: at once if nothing runs it, else after the current batch."""
-        targets = {
-            S.RUNNING: S.CANCELLING,
-            S.PAUSING: S.CANCELLING,
-            S.ENQUEUED: S.CANCELLED,
-            S.PAUSED: S.CANCELLED,
-            S.INTERRUPTED: S.CANCELLED,
-        }
-        return Runner._request(run, "cancel", targets, actor)
+        return Runner._request(run, "cancel", CANCEL_TARGETS, actor)
 
     @staticmethod
     def resume(run: Run, *, actor: dict[str, Any] | None = None, force: bool = False, execute: bool = True) -> Run:
@@ -126,7 +132,7 @@ class Runner:
         can no longer commit. With ``execute=False`` the caller performs it.
         """
         run.refresh_from_db(fields=["status", "heartbeat_at"])
-        targets = {S.PAUSED: S.ENQUEUED, S.INTERRUPTED: S.ENQUEUED}
+        targets = dict(RESUME_TARGETS)
         if run.status == S.RUNNING:
             age = (timezone.now() - run.heartbeat_at).total_seconds() if run.heartbeat_at else None
             if not force and age is not None and age < app_settings.STALE_AFTER:
@@ -140,4 +146,50 @@ class Runner:
         Runner._request(run, "resume", targets, actor)
         if execute:
             Runner.enqueue(run)
+        return run
+
+    # -- what may be asked of a run now ---------------------------------------------------
+
+    @staticmethod
+    def is_stuck(run: Run, now: Any = None) -> bool:
+        """Return whether the run has waited in pausing/cancelling, unchanged, for STUCK_AFTER."""
+        if run.status not in FORCE_TARGETS:
+            return False
+        age = ((now or timezone.now()) - run.updated_at).total_seconds()
+        return age >= app_settings.STUCK_AFTER
+
+    @staticmethod
+    def available_actions(run: Run) -> list[str]:
+        """Return the requests the run's current status allows: pause, resume, cancel, force."""
+        actions = []
+        if run.status in PAUSE_TARGETS:
+            actions.append("pause")
+        if run.status in RESUME_TARGETS:
+            actions.append("resume")
+        if run.status in CANCEL_TARGETS:
+            actions.append("cancel")
+        if Runner.is_stuck(run):
+            actions.append("force")
+        return actions
+
+    @staticmethod
+    def force_stop(run: Run, *, actor: dict[str, Any] | None = None) -> Run:
+        """Force a run stuck in pausing/cancelling to paused/cancelled without waiting for its executor.
+
+        Only after STUCK_AFTER without any change (RunNotStuck otherwise). The attempt token
+        moves on, so an executor that is still alive can no longer commit nor move the cursor.
+        """
+        actor = actor or local_actor("python")
+        run.refresh_from_db(fields=["status", "attempt", "updated_at"])
+        old = run.status
+        if old not in FORCE_TARGETS:
+            raise InvalidTransition(run.pk, old, "", "force it")
+        if not Runner.is_stuck(run):
+            waited = (timezone.now() - run.updated_at).total_seconds()
+            raise RunNotStuck(
+                f"Run {run.pk} has been {old} for {waited:.0f}s: it can be forced only after "
+                f"STUCK_AFTER ({app_settings.STUCK_AFTER:.0f}s)."
+            )
+        run.transition_to(FORCE_TARGETS[old], attempt=F("attempt") + 1, action="force it")
+        record(run, "force", old, run.status, actor, attempt=run.attempt)
         return run

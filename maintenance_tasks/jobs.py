@@ -164,8 +164,10 @@ def watchdog(run_id: int, attempt: int) -> str:
     """Recover runs whose executor died; keep watching this run while this attempt lasts.
 
     Each slice enqueues one for its attempt, so while runs are active a watchdog is due
-    within about STALE_AFTER, with no cron job. A run enqueued with this attempt for longer
-    than STALE_AFTER (its job was lost) gets a slice again: a duplicate finds the token gone.
+    within about STALE_AFTER, with no cron job. A run still enqueued with this attempt after
+    STALE_AFTER may have lost its job (its worker died between handing it back and enqueuing
+    the next slice): it is enqueued once more, and the watchdog stops. A duplicate job finds
+    the token gone and does nothing, so this costs at most one extra job per slice.
     """
     from .runner import Runner
 
@@ -177,12 +179,12 @@ def watchdog(run_id: int, attempt: int) -> str:
     now = timezone.now()
     if run.status == S.ENQUEUED:
         waited = (now - run.updated_at).total_seconds()
-        if waited >= stale_after:
-            logger.warning("Run %s has waited %.0fs for its slice; enqueuing it again.", run_id, waited)
-            submit(run_id, attempt)
-            waited = 0
-        schedule_watchdog(run_id, attempt, stale_after - waited + 1)
-        return "watching"
+        if waited < stale_after:
+            schedule_watchdog(run_id, attempt, stale_after - waited + 1)
+            return "watching"
+        logger.info("Run %s has waited %.0fs for its slice; enqueuing it once more.", run_id, waited)
+        submit(run_id, attempt)
+        return "enqueued again"
     since = (now - run.heartbeat_at).total_seconds() if run.heartbeat_at else stale_after
     schedule_watchdog(run_id, attempt, max(1.0, stale_after - since + 1))
     return "watching"

@@ -11,6 +11,8 @@ DEFAULTS: dict[str, Any] = {
     "STALE_AFTER": 60.0,
     # Seconds a run may stay pausing/cancelling before an operator may force it.
     "STUCK_AFTER": 300.0,
+    # Seconds a background slice works on a run before it checkpoints and enqueues the next one.
+    "SLICE_SECONDS": 60.0,
     # Seconds between plain progress lines of run_maintenance_task when not on a terminal.
     "LOG_INTERVAL": 5.0,
 }
@@ -40,6 +42,10 @@ class Settings:
     @property
     def STUCK_AFTER(self) -> float:  # noqa: N802
         return float(self._get("STUCK_AFTER"))
+
+    @property
+    def SLICE_SECONDS(self) -> float:  # noqa: N802
+        return float(self._get("SLICE_SECONDS"))
 
     @property
     def LOG_INTERVAL(self) -> float:  # noqa: N802

@@ -6,17 +6,23 @@ their own and the cursor is saved at most every TICK_INTERVAL (at-least-once).
 
 Every write is guarded by the run's attempt token: once another executor has taken the
 run over, this one's checkpoint is refused and its batch rolled back.
+
+A background executor performs a run in slices: with ``slice_seconds`` the engine stops
+after the batch that crosses that limit and hands the run back as ``enqueued``, cursor
+saved, for the next slice. While it works, a heartbeat thread keeps ``heartbeat_at`` fresh
+even when one item takes longer than STALE_AFTER.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import traceback
 from collections.abc import Callable
 from typing import Any
 
-from django.db import transaction
+from django.db import DatabaseError, connections, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -31,6 +37,7 @@ logger = logging.getLogger(__name__)
 
 S = RunStatus
 INTERRUPT = "interrupt"
+SLICE = "slice"
 
 
 def error_class_name(error: BaseException) -> str:
@@ -38,8 +45,45 @@ def error_class_name(error: BaseException) -> str:
     return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
 
 
+class Heartbeat(threading.Thread):
+    """Keep ``heartbeat_at`` fresh while the engine lives, also during a long item or batch.
+
+    It writes only when the engine itself has not written for a beat, and only while the
+    engine's attempt token is current. It uses its own database connection.
+    """
+
+    def __init__(self, engine: Engine, interval: float) -> None:
+        super().__init__(name=f"heartbeat-run-{engine.run.pk}", daemon=True)
+        self.engine = engine
+        self.interval = interval
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        engine = self.engine
+        try:
+            while not self.stopped.wait(self.interval):
+                if time.monotonic() - engine.last_write < self.interval:
+                    continue
+                try:
+                    Run.objects.filter(pk=engine.run.pk, attempt=engine.token, status__in=EXECUTING_STATUSES).update(
+                        heartbeat_at=timezone.now()
+                    )
+                except DatabaseError as error:  # a lock held by a long batch (SQLite): beat again later
+                    logger.warning("Run %s: heartbeat not written (%s).", engine.run.pk, error)
+        finally:
+            connections.close_all()  # this thread's connections only
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.join()
+
+
 class Engine:
-    """Perform one run in this process until it ends, is paused or cancelled, or is told to stop."""
+    """Perform one run in this process until it ends, is paused or cancelled, or is told to stop.
+
+    With ``slice_seconds``, stop after the batch that crosses that many seconds and leave
+    the run ``enqueued`` for the next slice (``stop_reason`` is then SLICE).
+    """
 
     def __init__(
         self,
@@ -47,22 +91,32 @@ class Engine:
         *,
         on_progress: Callable[[Run], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
+        slice_seconds: float | None = None,
     ) -> None:
         self.run = run
         self.on_progress = on_progress or (lambda run: None)
         self.should_stop = should_stop or (lambda: False)
+        self.slice_seconds = slice_seconds
         self.token = 0
-        self.stop_reason: str | None = None  # INTERRUPT, or the status of a request (pausing/cancelling)
+        # INTERRUPT, SLICE, or the status of a request (pausing/cancelling)
+        self.stop_reason: str | None = None
         self.tick_interval = app_settings.TICK_INTERVAL
+        self.last_write = time.monotonic()
 
     # -- life cycle -----------------------------------------------------------------------
 
-    def perform(self) -> Run:
-        """Claim the enqueued run and work on it; return the run as it was left."""
+    def perform(self, *, claim: int | None = None) -> Run:
+        """Claim the enqueued run and work on it; return the run as it was left.
+
+        With ``claim``, the run is claimed only if its attempt token is still ``claim``
+        (the token its job was enqueued with); otherwise ConcurrentChange is raised and
+        nothing is done.
+        """
         run = self.run
         now = timezone.now()
         run.transition_to(
             S.RUNNING,
+            token=claim,
             attempt=F("attempt") + 1,
             started_at=run.started_at or now,
             heartbeat_at=now,
@@ -72,8 +126,18 @@ class Engine:
         record(run, "started", S.ENQUEUED, S.RUNNING, {"source": "engine"}, attempt=self.token)
         self.done_count = run.tick_count
         self.last_done: tuple[Batch, int] | None = None
-        self.clock = time.monotonic()
+        self.clock = self.last_write = time.monotonic()
         self.next_tick = self.clock + self.tick_interval
+        self.slice_end = None if self.slice_seconds is None else self.clock + self.slice_seconds
+        heartbeat = Heartbeat(self, max(0.05, app_settings.STALE_AFTER / 4))
+        heartbeat.start()
+        try:
+            return self._perform()
+        finally:
+            heartbeat.stop()
+
+    def _perform(self) -> Run:
+        run = self.run
         try:
             self._work()
         except StaleAttempt:
@@ -94,6 +158,8 @@ class Engine:
             self._finish(S.SUCCEEDED)
         elif self.stop_reason == INTERRUPT:
             self._finish(S.INTERRUPTED)
+        elif self.stop_reason == SLICE:
+            self._finish(S.ENQUEUED)
         else:
             self._finish(S.PAUSED if self.stop_reason == S.PAUSING else S.CANCELLED)
         return run
@@ -121,8 +187,7 @@ class Engine:
                         for item in batch.items:
                             handle(item)
                     self._checkpoint(batch.end_cursor, run.tick_count + batch.size)
-                if self.should_stop() and not self.stop_reason:
-                    self.stop_reason = INTERRUPT
+                self._check_stop()
             elif whole:
                 handle(batch.items)
                 self._done(batch, batch.size - 1, batch.size)
@@ -140,11 +205,19 @@ class Engine:
         """Note items done in autocommit mode; checkpoint once per tick, or to stop."""
         self.done_count += items
         self.last_done = (batch, index)
-        if self.should_stop() and not self.stop_reason:
-            self.stop_reason = INTERRUPT
+        self._check_stop()
         if self.stop_reason or time.monotonic() >= self.next_tick:
             self._checkpoint(batch.cursor_at(index), self.done_count)
             self.last_done = None
+
+    def _check_stop(self) -> None:
+        """Stop after this batch or item if told to, or if the slice is over."""
+        if self.stop_reason:
+            return
+        if self.should_stop():
+            self.stop_reason = INTERRUPT
+        elif self.slice_end is not None and time.monotonic() >= self.slice_end:
+            self.stop_reason = SLICE
 
     def _settle(self) -> None:
         """Take the position after the last item done in autocommit mode as the run's own."""
@@ -165,11 +238,13 @@ class Engine:
         run = self.run
         fields["heartbeat_at"] = fields["updated_at"] = timezone.now()
         if Run.objects.filter(pk=run.pk, attempt=self.token, status=S.RUNNING).update(**fields):
+            self.last_write = time.monotonic()
             return
         status, attempt = Run.objects.filter(pk=run.pk).values_list("status", "attempt").get()
         if attempt != self.token or status not in EXECUTING_STATUSES:
             raise StaleAttempt(f"Run {run.pk}: attempt {self.token} is no longer current.")
         Run.objects.filter(pk=run.pk, attempt=self.token).update(**fields)
+        self.last_write = time.monotonic()
         run.status = status
         if self.stop_reason != S.CANCELLING:
             self.stop_reason = status
@@ -196,7 +271,7 @@ class Engine:
                 logger.warning("Run %s was taken over; attempt %s leaves it as it is.", run.pk, self.token)
                 return
             target = status
-            if status in (S.INTERRUPTED, S.PAUSED, S.CANCELLED):
+            if status in (S.INTERRUPTED, S.ENQUEUED, S.PAUSED, S.CANCELLED):
                 # A request made meanwhile wins over why this executor stopped.
                 target = {S.PAUSING: S.PAUSED, S.CANCELLING: S.CANCELLED}.get(current, status)
             run.status = current
@@ -204,6 +279,7 @@ class Engine:
                 run.transition_to(target, token=self.token, **fields)
             except ConcurrentChange:
                 continue
-            record(run, target, current, target, {"source": "engine"}, attempt=self.token)
+            action = "slice_ended" if target == S.ENQUEUED else target
+            record(run, action, current, target, {"source": "engine"}, attempt=self.token)
             self.on_progress(run)
             return

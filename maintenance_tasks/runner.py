@@ -89,10 +89,46 @@ class Runner:
 
     @staticmethod
     def enqueue(run: Run) -> None:
-        """Hand the run to the executor once the current transaction commits."""
-        from .jobs import perform_run
+        """Hand the enqueued run to the executor once the current transaction commits.
 
-        transaction.on_commit(lambda: perform_run.enqueue(run.pk))
+        The job carries the run's id and its current attempt token: only one job per token
+        can claim the run, so a duplicate does nothing.
+        """
+        from .jobs import hand_over
+
+        run_id, attempt = run.pk, run.attempt
+        transaction.on_commit(lambda: hand_over(run_id, attempt))
+
+    @staticmethod
+    def requeue(run: Run, *, actor: dict[str, Any] | None = None) -> Run:
+        """Give an interrupted run back to the queue (its worker is shutting down)."""
+        Runner._request(run, "requeue", {S.INTERRUPTED: S.ENQUEUED}, actor or local_actor("worker"))
+        Runner.enqueue(run)
+        return run
+
+    @staticmethod
+    def recover(*, actor: dict[str, Any] | None = None, now: Any = None) -> list[Run]:
+        """Take over runs whose executor has not been heard from for STALE_AFTER.
+
+        A running run gets a new attempt token (its old executor, if it wakes up, can no
+        longer commit) and a new slice; a pausing run becomes paused and a cancelling one
+        cancelled, since nothing is left to wait for. Running it again does nothing more.
+        """
+        actor = actor or local_actor("recovery")
+        targets = {S.RUNNING: S.ENQUEUED, S.PAUSING: S.PAUSED, S.CANCELLING: S.CANCELLED}
+        recovered = []
+        for run in Run.objects.stale(now).select_related("task"):
+            old, token, heartbeat_at = run.status, run.attempt, run.heartbeat_at
+            fields: dict[str, Any] = {"attempt": F("attempt") + 1} if old == S.RUNNING else {}
+            try:
+                run.transition_to(targets[old], token=token, action="recover", **fields)
+            except (ConcurrentChange, InvalidTransition):
+                continue  # it moved on meanwhile: not ours to recover
+            record(run, "recovered", old, run.status, actor, stale_attempt=token, last_heartbeat=heartbeat_at)
+            if run.status == S.ENQUEUED:
+                Runner.enqueue(run)
+            recovered.append(run)
+        return recovered
 
     # -- requests -------------------------------------------------------------------------
 

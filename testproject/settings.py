@@ -1,7 +1,10 @@
 """Settings of the project that demonstrates and tests maintenance_tasks.
 
 Everything that differs between machines comes from the environment (django-environ):
-DATABASE_URL picks SQLite (default), PostgreSQL or MariaDB.
+DATABASE_URL picks SQLite (default), PostgreSQL or MariaDB; TASKS_BACKEND picks where runs are
+performed: ``immediate`` (default: in the calling process), ``database`` (django-tasks-db, run
+``manage.py db_worker``) or ``rq`` (django-tasks-rq on REDIS_URL, run ``manage.py rqworker``),
+or a backend's dotted path.
 """
 
 from pathlib import Path
@@ -24,6 +27,8 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "django_tasks_db",
+    "django_rq",
     "maintenance_tasks",
     "testproject.demo",
     "testproject.testapp",
@@ -76,12 +81,26 @@ if _db["ENGINE"].endswith("mysql"):
     _db.setdefault("OPTIONS", {})["charset"] = "utf8mb4"
     _db["TEST"]["CHARSET"] = "utf8mb4"
 
-TASKS = {"default": {"BACKEND": env.str("TASKS_BACKEND", default="django.tasks.backends.immediate.ImmediateBackend")}}
+TASK_BACKENDS = {
+    "immediate": "django.tasks.backends.immediate.ImmediateBackend",
+    "database": "django_tasks_db.DatabaseBackend",
+    "rq": "django_tasks_rq.RQBackend",
+}
+_tasks_backend = env.str("TASKS_BACKEND", default="immediate")
+TASKS = {
+    "default": {
+        "BACKEND": TASK_BACKENDS.get(_tasks_backend, _tasks_backend),
+        "QUEUES": env.list("TASKS_QUEUES", default=["default"]),
+    }
+}
+REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
+RQ_QUEUES = {name: {"URL": REDIS_URL} for name in TASKS["default"]["QUEUES"]}
 
 MAINTENANCE_TASKS = {
     "TICK_INTERVAL": env.float("MAINTENANCE_TICK_INTERVAL", default=1.0),
     "STALE_AFTER": env.float("MAINTENANCE_STALE_AFTER", default=60.0),
     "LOG_INTERVAL": env.float("MAINTENANCE_LOG_INTERVAL", default=5.0),
+    "SLICE_SECONDS": env.float("MAINTENANCE_SLICE_SECONDS", default=60.0),
 }
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

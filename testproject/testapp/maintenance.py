@@ -2,7 +2,9 @@
 
 import datetime
 import enum
+import os
 import time
+import traceback
 from decimal import Decimal
 from typing import Literal
 
@@ -11,7 +13,7 @@ from django.db.models import F
 
 from maintenance_tasks import Processor
 
-from .models import CodeItem, Item, RankedItem, Seen, UUIDItem
+from .models import BatchLog, CodeItem, Item, RankedItem, Seen, UUIDItem
 
 
 class Boom(Exception):
@@ -163,3 +165,38 @@ class EveryType(Processor):
 
     def process(self):
         Seen.objects.create(value=f"{self.name}:{self.limit}:{self.color.value}:{self.mode}")
+
+
+class LogShardBatches(Processor):
+    """Add one to the counter of the items whose ``value`` is ``shard``, one UPDATE per batch,
+    and log each batch (in the same transaction) to check that no two executors overlap."""
+
+    batch_size = 10
+    shard: int
+    delay: float = 0.0
+
+    def collection(self):
+        return Item.objects.filter(value=self.shard)
+
+    def process_batch(self, items):
+        started = time.time()
+        if self.delay:
+            time.sleep(self.delay)
+        first = items.order_by("pk").values_list("pk", flat=True).first()
+        size = items.update(times_processed=F("times_processed") + 1)
+        BatchLog.objects.create(
+            shard=self.shard, first_pk=first, size=size, pid=os.getpid(), started=started, ended=time.time()
+        )
+
+
+class RecordStackDepth(Processor):
+    """Record the depth of the call stack for each of ``n`` items, one item per batch."""
+
+    batch_size = 1
+    n: int = 10
+
+    def collection(self):
+        return range(self.n)
+
+    def process(self, item):
+        Seen.objects.create(value=str(len(traceback.extract_stack())))

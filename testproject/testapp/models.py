@@ -48,3 +48,17 @@ class Seen(models.Model):
 
     def __str__(self) -> str:
         return self.value
+
+
+class BatchLog(models.Model):
+    """One row per committed batch of ``LogShardBatches``: which shard, which process, when."""
+
+    shard = models.IntegerField()
+    first_pk = models.BigIntegerField()
+    size = models.IntegerField()
+    pid = models.IntegerField()
+    started = models.FloatField()  # time.time() when the batch began
+    ended = models.FloatField()  # time.time() before the batch's transaction commits
+
+    def __str__(self) -> str:
+        return f"shard {self.shard} from {self.first_pk}"

@@ -1,0 +1,174 @@
+"""The background executor in this process: slices, duplicate jobs, recovery of stale runs."""
+
+import datetime
+from io import StringIO
+
+import pytest
+from django.core.management import call_command
+from django.test import override_settings
+from django.utils import timezone
+from django_tasks_db.models import DBTaskResult
+
+from maintenance_tasks import Runner
+from maintenance_tasks.checks import check_settings
+from maintenance_tasks.jobs import perform_run, watchdog
+from maintenance_tasks.models import Run
+from maintenance_tasks.status import RunStatus
+from testproject.testapp.models import Item, Seen
+
+from .factories import RunFactory, TaskFactory
+
+S = RunStatus
+DATABASE_TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}
+
+
+def slices(**settings):
+    return override_settings(MAINTENANCE_TASKS={"SLICE_SECONDS": 1e-6, **settings})
+
+
+def slice_jobs(*args):
+    return DBTaskResult.objects.filter(task_path="maintenance_tasks.jobs.perform_run", args_kwargs__args=list(args))
+
+
+def actions(run):
+    return list(run.events.values_list("action", flat=True))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_immediate_backend_performs_every_slice_in_runner_run_without_recursion():
+    with slices():
+        run = Runner.run("testproject.testapp.maintenance.RecordStackDepth", {"n": 40})
+    assert run.status == S.SUCCEEDED
+    assert run.tick_count == 40
+    assert actions(run).count("slice_ended") == 40  # one batch per slice, then one empty slice
+    assert run.attempt == 41
+    depths = [int(value) for value in Seen.objects.order_by("pk").values_list("value", flat=True)]
+    # The first slice runs at the top; every later one one level down, in the loop: not deeper and deeper.
+    assert len(set(depths[1:])) == 1, depths
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_slice_hands_the_run_back_and_a_duplicate_job_does_nothing():
+    Item.objects.bulk_create(Item() for _ in range(30))
+    with override_settings(TASKS=DATABASE_TASKS), slices():
+        run = Runner.run("testproject.testapp.maintenance.IncrementItems")
+        assert run.status == S.ENQUEUED
+        jobs = DBTaskResult.objects.filter(task_path="maintenance_tasks.jobs.perform_run")
+        assert [job.args_kwargs["args"] for job in jobs] == [[run.pk, 0]]
+
+        assert perform_run.call(run.pk, 0) == S.ENQUEUED  # one batch of 10, then handed back
+        run.refresh_from_db()
+        assert (run.status, run.attempt, run.tick_count) == (S.ENQUEUED, 1, 10)
+        assert perform_run.call(run.pk, 0) == S.ENQUEUED  # the same job again: its token is gone
+        run.refresh_from_db()
+        assert (run.attempt, run.tick_count) == (1, 10)
+        assert sorted(job.args_kwargs["args"] for job in jobs.all()) == [[run.pk, 0], [run.pk, 1]]
+
+        while run.status == S.ENQUEUED:
+            perform_run.call(run.pk, run.attempt)
+            run.refresh_from_db()
+    assert run.status == S.SUCCEEDED
+    assert sorted(Item.objects.values_list("times_processed", flat=True)) == [1] * 30
+    # Every slice also left a watchdog for its attempt, due after STALE_AFTER.
+    watchdogs = DBTaskResult.objects.filter(task_path="maintenance_tasks.jobs.watchdog")
+    assert {job.args_kwargs["args"][1] for job in watchdogs} >= {0, 1, 2, 3}
+    assert all(job.run_after > job.enqueued_at for job in watchdogs)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_pause_between_slices_is_at_once_and_resume_enqueues_a_slice():
+    Item.objects.bulk_create(Item() for _ in range(20))
+    with override_settings(TASKS=DATABASE_TASKS), slices():
+        run = Runner.run("testproject.testapp.maintenance.IncrementItems")
+        perform_run.call(run.pk, 0)
+        Runner.pause(run)
+        assert run.status == S.PAUSED
+        assert perform_run.call(run.pk, 1) == S.PAUSED  # the pending slice finds it paused
+        Runner.resume(run)
+        run.refresh_from_db()
+        assert run.status == S.ENQUEUED
+        assert slice_jobs(run.pk, 1).count() == 2
+        while run.status == S.ENQUEUED:
+            perform_run.call(run.pk, run.attempt)
+            run.refresh_from_db()
+    assert run.status == S.SUCCEEDED
+    assert sorted(Item.objects.values_list("times_processed", flat=True)) == [1] * 20
+
+
+@pytest.mark.django_db(transaction=True)
+def test_recover_takes_over_stale_runs_only_and_is_idempotent():
+    Item.objects.bulk_create(Item() for _ in range(5))
+    old = timezone.now() - datetime.timedelta(seconds=120)
+    stale_running = RunFactory(running=True, heartbeat_at=old, attempt=3)
+    stale_pausing = RunFactory(pausing=True, heartbeat_at=old, task=TaskFactory(config={"delay": 0.5}))
+    stale_cancelling = RunFactory(cancelling=True, heartbeat_at=old, task=TaskFactory(config={"delay": 0.25}))
+    fresh = RunFactory(running=True, task=TaskFactory(config={"delay": 0.125}))
+    with override_settings(TASKS=DATABASE_TASKS):
+        recovered = Runner.recover()
+    assert sorted(run.pk for run in recovered) == sorted([stale_running.pk, stale_pausing.pk, stale_cancelling.pk])
+    for run in (stale_running, stale_pausing, stale_cancelling, fresh):
+        run.refresh_from_db()
+    assert (stale_running.status, stale_running.attempt) == (S.ENQUEUED, 4)
+    assert (stale_pausing.status, stale_pausing.attempt) == (S.PAUSED, 1)
+    assert stale_cancelling.status == S.CANCELLED
+    assert fresh.status == S.RUNNING
+    event = stale_running.events.get(action="recovered")
+    assert (event.from_status, event.to_status, event.detail["stale_attempt"]) == (S.RUNNING, S.ENQUEUED, 3)
+    assert slice_jobs(stale_running.pk, 4).count() == 1
+
+    with override_settings(TASKS=DATABASE_TASKS):
+        assert Runner.recover() == []
+        assert perform_run.call(stale_running.pk, 4) == S.SUCCEEDED  # goes on from its cursor
+    assert sorted(Item.objects.values_list("times_processed", flat=True)) == [1] * 5
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_old_executor_cannot_write_after_recovery():
+    run = RunFactory(running=True, attempt=2, heartbeat_at=timezone.now() - datetime.timedelta(seconds=120))
+    Runner.recover()  # ImmediateBackend: the new slice runs here and finishes the (empty) run
+    run.refresh_from_db()
+    assert (run.status, run.attempt) == (S.SUCCEEDED, 4)
+    assert not Run.objects.filter(pk=run.pk, attempt=2).update(cursor="x")  # what a token-guarded write sees
+
+
+@pytest.mark.django_db(transaction=True)
+def test_recover_command_reports_what_it_did():
+    old = timezone.now() - datetime.timedelta(seconds=120)
+    run = RunFactory(pausing=True, heartbeat_at=old)
+    out = StringIO()
+    call_command("recover_maintenance_runs", stdout=out)
+    assert f"Run {run.pk}: pausing -> paused" in out.getvalue()
+    out = StringIO()
+    call_command("recover_maintenance_runs", stdout=out)
+    assert "No stale runs" in out.getvalue()
+    assert actions(run) == ["recovered"]
+    assert run.events.get().source == "cli"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_watchdog_recovers_and_watches_while_its_attempt_lasts():
+    old = timezone.now() - datetime.timedelta(seconds=120)
+    other = RunFactory(cancelling=True, heartbeat_at=old)
+    run = RunFactory(running=True, attempt=5, task=TaskFactory(config={"delay": 0.5}))
+    with override_settings(TASKS=DATABASE_TASKS):
+        assert watchdog.call(run.pk, 5) == "watching"
+        other.refresh_from_db()
+        assert other.status == S.CANCELLED
+        watching = DBTaskResult.objects.filter(
+            task_path="maintenance_tasks.jobs.watchdog", args_kwargs__args=[run.pk, 5]
+        )
+        assert watching.count() == 1  # watches again later
+        assert watchdog.call(run.pk, 4) == "done"  # an older attempt's watchdog stops
+
+        # A run left enqueued with this attempt for STALE_AFTER (its job lost) gets a slice again.
+        Run.objects.filter(pk=run.pk).update(status=S.ENQUEUED, updated_at=old)
+        DBTaskResult.objects.all().delete()
+        assert watchdog.call(run.pk, 5) == "enqueued again"
+        paths = sorted(DBTaskResult.objects.values_list("task_path", flat=True))
+        assert paths == ["maintenance_tasks.jobs.perform_run"]
+
+
+@pytest.mark.parametrize("value", [0, -1, "60", True])
+def test_slice_seconds_must_be_a_positive_number(value):
+    with override_settings(MAINTENANCE_TASKS={"SLICE_SECONDS": value}):
+        assert [error.id for error in check_settings()] == ["maintenance_tasks.E003"]

@@ -4,7 +4,7 @@ from typing import Any
 
 from django.core.checks import CheckMessage, Error, Tags, register
 
-from .conf import DEFAULTS, app_settings
+from .conf import DEFAULTS, SECONDS, app_settings
 
 
 @register(Tags.compatibility)
@@ -27,7 +27,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                 id="maintenance_tasks.E002",
             )
         )
-    for key in DEFAULTS:
+    for key in SECONDS:
         if key not in user:
             continue
         value = user[key]
@@ -38,6 +38,14 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                     id="maintenance_tasks.E003",
                 )
             )
+    cap = user.get("MAX_CONCURRENT_RUNS")
+    if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
+        errors.append(
+            Error(
+                f"MAINTENANCE_TASKS['MAX_CONCURRENT_RUNS'] must be None or a positive integer, not {cap!r}.",
+                id="maintenance_tasks.E005",
+            )
+        )
     return errors
 
 

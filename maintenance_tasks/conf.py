@@ -15,7 +15,13 @@ DEFAULTS: dict[str, Any] = {
     "SLICE_SECONDS": 60.0,
     # Seconds between plain progress lines of run_maintenance_task when not on a terminal.
     "LOG_INTERVAL": 5.0,
+    # Runs that background executors may perform at the same time, across every worker
+    # and process (None: no limit). Runs beyond it stay enqueued until a slot frees.
+    "MAX_CONCURRENT_RUNS": None,
 }
+
+#: The settings that are a positive number of seconds.
+SECONDS = ("TICK_INTERVAL", "STALE_AFTER", "STUCK_AFTER", "SLICE_SECONDS", "LOG_INTERVAL")
 
 
 class Settings:
@@ -50,6 +56,11 @@ class Settings:
     @property
     def LOG_INTERVAL(self) -> float:  # noqa: N802
         return float(self._get("LOG_INTERVAL"))
+
+    @property
+    def MAX_CONCURRENT_RUNS(self) -> int | None:  # noqa: N802
+        value = self._get("MAX_CONCURRENT_RUNS")
+        return None if value is None else int(value)
 
 
 app_settings = Settings()

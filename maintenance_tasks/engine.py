@@ -112,18 +112,28 @@ class Engine:
         (the token its job was enqueued with); otherwise ConcurrentChange is raised and
         nothing is done.
         """
+        self.claim(claim)
+        return self.work()
+
+    def claim(self, token: int | None = None) -> None:
+        """Move the enqueued run to running under a new attempt token (see ``perform``)."""
         run = self.run
         now = timezone.now()
         run.transition_to(
             S.RUNNING,
-            token=claim,
+            token=token,
             attempt=F("attempt") + 1,
             started_at=run.started_at or now,
             heartbeat_at=now,
+            waiting_since=None,
             action="start",
         )
         self.token = run.attempt
         record(run, "started", S.ENQUEUED, S.RUNNING, {"source": "engine"}, attempt=self.token)
+
+    def work(self) -> Run:
+        """Work on the claimed run until it ends, stops or its slice is over; return it."""
+        run = self.run
         self.done_count = run.tick_count
         self.last_done: tuple[Batch, int] | None = None
         self.clock = self.last_write = time.monotonic()

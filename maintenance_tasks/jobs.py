@@ -128,6 +128,7 @@ def perform_run(run_id: int, attempt: int) -> str:
 
 
 def _perform_slice(run_id: int, attempt: int, slices: _Slices) -> str:
+    from . import slots
     from .engine import INTERRUPT, Engine
     from .runner import Runner
 
@@ -136,19 +137,34 @@ def _perform_slice(run_id: int, attempt: int, slices: _Slices) -> str:
         logger.info("Run %s is not enqueued with attempt %s any more; nothing to do.", run_id, attempt)
         return run.status if run else "missing"
     engine = Engine(run, should_stop=slices.stop, slice_seconds=app_settings.SLICE_SECONDS)
-    # The claim below moves the token to attempt + 1: watch over that attempt.
-    schedule_watchdog(run_id, attempt + 1, app_settings.STALE_AFTER + 1)
+    cap = app_settings.MAX_CONCURRENT_RUNS
     try:
-        engine.perform(claim=attempt)
+        if cap is None:
+            _claim(engine, attempt)
+        else:
+            with slots.turn():
+                if not slots.free_slots(cap):
+                    slots.wait(run, attempt)
+                    logger.info("Run %s waits for one of the %s slots (MAX_CONCURRENT_RUNS).", run_id, cap)
+                    return "waiting"
+                _claim(engine, attempt)
     except (ConcurrentChange, InvalidTransition):
         logger.info("Run %s was claimed by another job; nothing to do.", run_id)
         run.refresh_from_db(fields=["status"])
         return run.status
-    if run.status == S.ENQUEUED:
-        Runner.enqueue(run)  # the next slice
-    elif run.status == S.INTERRUPTED and engine.stop_reason == INTERRUPT and not runs_in_process(perform_run):
+    engine.work()
+    if run.status == S.INTERRUPTED and engine.stop_reason == INTERRUPT and not runs_in_process(perform_run):
         Runner.requeue(run)  # this worker is shutting down: another one goes on
+        slots.release()
+    else:
+        slots.hand_back(run)  # the next slice, and runs waiting for a slot
     return run.status
+
+
+def _claim(engine: Any, attempt: int) -> None:
+    # The claim moves the token to attempt + 1: watch over that attempt from now on.
+    schedule_watchdog(engine.run.pk, attempt + 1, app_settings.STALE_AFTER + 1)
+    engine.claim(attempt)
 
 
 def schedule_watchdog(run_id: int, attempt: int, delay: float) -> None:
@@ -166,8 +182,9 @@ def watchdog(run_id: int, attempt: int) -> str:
     Each slice enqueues one for its attempt, so while runs are active a watchdog is due
     within about STALE_AFTER, with no cron job. A run still enqueued with this attempt after
     STALE_AFTER may have lost its job (its worker died between handing it back and enqueuing
-    the next slice): it is enqueued once more, and the watchdog stops. A duplicate job finds
-    the token gone and does nothing, so this costs at most one extra job per slice.
+    the next slice), or waits for a slot under MAX_CONCURRENT_RUNS: it is enqueued once
+    more, and watched again. A duplicate job finds the token gone and does nothing, so this
+    costs at most one extra job per slice.
     """
     from .runner import Runner
 
@@ -184,6 +201,7 @@ def watchdog(run_id: int, attempt: int) -> str:
             return "watching"
         logger.info("Run %s has waited %.0fs for its slice; enqueuing it once more.", run_id, waited)
         submit(run_id, attempt)
+        schedule_watchdog(run_id, attempt, stale_after + 1)  # that slice may wait for a slot too
         return "enqueued again"
     since = (now - run.heartbeat_at).total_seconds() if run.heartbeat_at else stale_after
     schedule_watchdog(run_id, attempt, max(1.0, stale_after - since + 1))

@@ -16,6 +16,7 @@ from .exceptions import ConcurrentChange, InvalidTransition, RunAlreadyActive, R
 from .models import Run, Task, record
 from .processor import Processor
 from .registry import registry
+from .slots import release
 from .status import RESUMABLE_STATUSES, RunStatus
 
 S = RunStatus
@@ -128,6 +129,8 @@ class Runner:
             if run.status == S.ENQUEUED:
                 Runner.enqueue(run)
             recovered.append(run)
+        if recovered:
+            release()
         return recovered
 
     # -- requests -------------------------------------------------------------------------
@@ -228,4 +231,5 @@ class Runner:
             )
         run.transition_to(FORCE_TARGETS[old], attempt=F("attempt") + 1, action="force it")
         record(run, "force", old, run.status, actor, attempt=run.attempt)
+        release()
         return run

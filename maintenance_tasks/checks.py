@@ -52,6 +52,10 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
 @register(Tags.compatibility)
 def check_processors(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     """Report processors whose parameters cannot be built."""
+    from django.tasks.exceptions import InvalidTaskBackend
+
+    from .exceptions import InvalidRouting
+    from .jobs import slice_task
     from .registry import registry
 
     errors: list[CheckMessage] = []
@@ -60,4 +64,11 @@ def check_processors(app_configs: Any = None, **kwargs: Any) -> list[CheckMessag
             processor.parameters()
         except TypeError as error:
             errors.append(Error(f"{path}: {error}", obj=processor, id="maintenance_tasks.E004"))
+        try:
+            slice_task(processor)
+        except InvalidRouting as error:
+            hint = "Add the queue to TASKS[...]['QUEUES'], or change the processor's queue_name or priority."
+            errors.append(Error(str(error), hint=hint, obj=processor, id="maintenance_tasks.E006"))
+        except InvalidTaskBackend:
+            break  # Django's own checks report a TASKS setting it cannot use
     return errors

@@ -41,3 +41,7 @@ class StaleAttempt(MaintenanceTaskError):
 
 class RunNotStuck(MaintenanceTaskError):
     """The run has not waited long enough in pausing/cancelling to be forced."""
+
+
+class InvalidRouting(MaintenanceTaskError):
+    """The tasks backend refuses the processor's ``queue_name`` or ``priority``."""

@@ -18,13 +18,15 @@ from collections import deque
 from datetime import timedelta
 from typing import Any
 
-from django.tasks import task
+from django.tasks import Task, task
 from django.tasks.backends.immediate import ImmediateBackend
+from django.tasks.exceptions import InvalidTask
 from django.utils import timezone
 
 from .conf import app_settings
-from .exceptions import ConcurrentChange, InvalidTransition
+from .exceptions import ConcurrentChange, InvalidRouting, InvalidTransition, UnknownProcessor
 from .models import Run
+from .processor import Processor
 from .status import EXECUTING_STATUSES, RunStatus
 
 logger = logging.getLogger(__name__)
@@ -77,8 +79,45 @@ class _Slices:
     """What the outermost executor call of this thread shares with the calls it makes."""
 
     def __init__(self) -> None:
-        self.pending: deque[tuple[int, int]] = deque()
+        self.pending: deque[tuple[Task[Any, Any], int, int]] = deque()
         self.stop = StopOnSignal()
+
+
+def slice_task(processor: type[Processor] | None) -> Task[Any, Any]:
+    """Return the slice task routed as the processor asks (queue_name, priority).
+
+    Raise InvalidRouting, naming the processor, if the backend refuses its queue or priority.
+    Priorities are left out on a backend without them (RQ).
+    """
+    if processor is None:
+        return perform_run
+    options: dict[str, Any] = {}
+    if processor.queue_name is not None:
+        options["queue_name"] = processor.queue_name
+    if processor.priority is not None and perform_run.get_backend().supports_priority:
+        options["priority"] = processor.priority
+    if not options:
+        return perform_run
+    try:
+        return perform_run.using(**options)
+    except InvalidTask as error:
+        backend = perform_run.get_backend()
+        declared = ", ".join(sorted(backend.queues)) or "any"
+        raise InvalidRouting(
+            f"{processor.__module__}.{processor.__qualname__} routes its runs to queue {processor.queue_name!r} "
+            f"with priority {processor.priority!r}, which the tasks backend {backend.alias!r} refuses: {error} "
+            f"(declared queues: {declared})"
+        ) from None
+
+
+def route(run: Run) -> Task[Any, Any]:
+    """Return the slice task for the run's processor (the default one if it is gone)."""
+    from .registry import registry
+
+    try:
+        return slice_task(registry.get(run.task.processor))
+    except UnknownProcessor:
+        return perform_run  # the slice errors the run, naming the missing processor
 
 
 def runs_in_process(task_: Any) -> bool:
@@ -86,7 +125,7 @@ def runs_in_process(task_: Any) -> bool:
     return isinstance(task_.get_backend(), ImmediateBackend)
 
 
-def submit(run_id: int, attempt: int) -> None:
+def submit(task_: Task[Any, Any], run_id: int, attempt: int) -> None:
     """Enqueue a slice of the run for the given attempt token.
 
     Inside an executor, the slice is enqueued once the current one has returned, so that
@@ -94,15 +133,15 @@ def submit(run_id: int, attempt: int) -> None:
     """
     slices: _Slices | None = getattr(_local, "slices", None)
     if slices is not None:
-        slices.pending.append((run_id, attempt))
+        slices.pending.append((task_, run_id, attempt))
         return
-    perform_run.enqueue(run_id, attempt)
+    task_.enqueue(run_id, attempt)
 
 
-def hand_over(run_id: int, attempt: int) -> None:
+def hand_over(task_: Task[Any, Any], run_id: int, attempt: int) -> None:
     """Enqueue a slice of the run and, outside an executor, a watchdog in case its job is lost."""
     outside = getattr(_local, "slices", None) is None
-    submit(run_id, attempt)
+    submit(task_, run_id, attempt)
     if outside:
         schedule_watchdog(run_id, attempt, app_settings.STALE_AFTER + 1)
 
@@ -118,10 +157,10 @@ def perform_run(run_id: int, attempt: int) -> str:
         with slices.stop:
             status = _perform_slice(run_id, attempt, slices)
             while slices.pending:
-                next_id, next_attempt = slices.pending.popleft()
-                if slices.stop() and runs_in_process(perform_run):
+                next_task, next_id, next_attempt = slices.pending.popleft()
+                if slices.stop() and runs_in_process(next_task):
                     continue  # this process is going down: the run waits, interrupted
-                perform_run.enqueue(next_id, next_attempt)
+                next_task.enqueue(next_id, next_attempt)
     finally:
         _local.slices = None
     return status
@@ -189,7 +228,7 @@ def watchdog(run_id: int, attempt: int) -> str:
     from .runner import Runner
 
     Runner.recover(actor={"source": "watchdog"})
-    run = Run.objects.filter(pk=run_id).only("status", "attempt", "heartbeat_at", "updated_at").first()
+    run = Run.objects.select_related("task").filter(pk=run_id).first()
     if run is None or run.attempt != attempt or run.status not in {*EXECUTING_STATUSES, S.ENQUEUED}:
         return "done"
     stale_after = app_settings.STALE_AFTER
@@ -200,7 +239,7 @@ def watchdog(run_id: int, attempt: int) -> str:
             schedule_watchdog(run_id, attempt, stale_after - waited + 1)
             return "watching"
         logger.info("Run %s has waited %.0fs for its slice; enqueuing it once more.", run_id, waited)
-        submit(run_id, attempt)
+        submit(route(run), run_id, attempt)
         schedule_watchdog(run_id, attempt, stale_after + 1)  # that slice may wait for a slot too
         return "enqueued again"
     since = (now - run.heartbeat_at).total_seconds() if run.heartbeat_at else stale_after

@@ -219,6 +219,11 @@ class Processor:
     atomic: ClassVar[bool] = True
     #: Columns, unique together, that order a QuerySet collection (default: the primary key).
     cursor_columns: ClassVar[tuple[str, ...] | None] = None
+    #: The ``django.tasks`` queue its background slices go to (None: the default queue). It must
+    #: be one of the backend's ``QUEUES``; start workers for it (``db_worker --queue-name heavy``).
+    queue_name: ClassVar[str | None] = None
+    #: The priority of its slices, from -100 to 100 (None: the default), where the backend has priorities.
+    priority: ClassVar[int | None] = None
 
     _parameters: ClassVar[dict[str, Parameter]]
 

@@ -90,7 +90,7 @@ _tasks_backend = env.str("TASKS_BACKEND", default="immediate")
 TASKS = {
     "default": {
         "BACKEND": TASK_BACKENDS.get(_tasks_backend, _tasks_backend),
-        "QUEUES": env.list("TASKS_QUEUES", default=["default"]),
+        "QUEUES": env.list("TASKS_QUEUES", default=["default", "heavy"]),
     }
 }
 REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")

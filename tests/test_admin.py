@@ -598,3 +598,13 @@ def test_admin_index_links_to_the_maintenance_pages(operator, client):
 def test_date_defaults_render_as_values_the_browser_accepts(operator, client):
     form = client.get(processor_url(EVERY)).context["form"]
     assert form["since"].value() == datetime.date(2024, 1, 1)
+
+
+def test_start_to_an_undeclared_queue_is_refused_with_a_message(operator, client, settings):
+    settings.TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend", "QUEUES": ["default"]}}
+    heavy = f"{APP}.HeavyShardBatches"
+    response = client.post(processor_url(heavy), {"param-shard": "0", "param-delay": "0", "_start": "Start"})
+    assert response.status_code == 409
+    [message] = messages_of(response)
+    assert message.startswith(f"{heavy} routes its runs to queue 'heavy' with priority 10")
+    assert not Run.objects.exists()

@@ -4,25 +4,24 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('maintenance_tasks', '0001_initial'),
+        ("maintenance_tasks", "0001_initial"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='Lock',
+            name="Lock",
             fields=[
-                ('name', models.CharField(max_length=64, primary_key=True, serialize=False)),
-                ('taken_at', models.DateTimeField(null=True)),
+                ("name", models.CharField(max_length=64, primary_key=True, serialize=False)),
+                ("taken_at", models.DateTimeField(null=True)),
             ],
             options={
-                'default_permissions': (),
+                "default_permissions": (),
             },
         ),
         migrations.AddField(
-            model_name='run',
-            name='waiting_since',
-            field=models.DateTimeField(blank=True, null=True, verbose_name='waiting for a slot since'),
+            model_name="run",
+            name="waiting_since",
+            field=models.DateTimeField(blank=True, null=True, verbose_name="waiting for a slot since"),
         ),
     ]

@@ -189,6 +189,13 @@ class LogShardBatches(Processor):
         )
 
 
+class HeavyShardBatches(LogShardBatches):
+    """LogShardBatches on the ``heavy`` queue, at a high priority."""
+
+    queue_name = "heavy"
+    priority = 10
+
+
 class RecordStackDepth(Processor):
     """Record the depth of the call stack for each of ``n`` items, one item per batch."""
 

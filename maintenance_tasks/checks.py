@@ -64,6 +64,9 @@ def check_processors(app_configs: Any = None, **kwargs: Any) -> list[CheckMessag
             processor.parameters()
         except TypeError as error:
             errors.append(Error(f"{path}: {error}", obj=processor, id="maintenance_tasks.E004"))
+        problem = retry_problem(processor)
+        if problem:
+            errors.append(Error(f"{path}: {problem}", obj=processor, id="maintenance_tasks.E007"))
         try:
             slice_task(processor)
         except InvalidRouting as error:
@@ -72,3 +75,20 @@ def check_processors(app_configs: Any = None, **kwargs: Any) -> list[CheckMessag
         except InvalidTaskBackend:
             break  # Django's own checks report a TASKS setting it cannot use
     return errors
+
+
+def retry_problem(processor: Any) -> str | None:
+    """Return what is wrong with the processor's retry settings, if anything."""
+    retry_on = processor.retry_on
+    if not isinstance(retry_on, tuple) or not all(
+        isinstance(error, type) and issubclass(error, Exception) for error in retry_on
+    ):
+        return f"retry_on must be a tuple of exception classes, not {retry_on!r}."
+    max_retries = processor.max_retries
+    if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+        return f"max_retries must be a whole number, 0 or more, not {max_retries!r}."
+    for name in ("retry_backoff", "retry_backoff_max"):
+        value = getattr(processor, name)
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            return f"{name} must be a number of seconds, 0 or more, not {value!r}."
+    return None

@@ -111,13 +111,19 @@ def slice_task(processor: type[Processor] | None) -> Task[Any, Any]:
 
 
 def route(run: Run) -> Task[Any, Any]:
-    """Return the slice task for the run's processor (the default one if it is gone)."""
+    """Return the slice task for the run's processor (the default one if it is gone).
+
+    A run waiting to retry after an error gets a slice deferred to its ``retry_at``.
+    """
     from .registry import registry
 
     try:
-        return slice_task(registry.get(run.task.processor))
+        task_ = slice_task(registry.get(run.task.processor))
     except UnknownProcessor:
-        return perform_run  # the slice errors the run, naming the missing processor
+        task_ = perform_run  # the slice errors the run, naming the missing processor
+    if run.retry_at is not None and run.retry_at > timezone.now() and task_.get_backend().supports_defer:
+        task_ = task_.using(run_after=run.retry_at)
+    return task_
 
 
 def runs_in_process(task_: Any) -> bool:
@@ -168,14 +174,19 @@ def perform_run(run_id: int, attempt: int) -> str:
 
 def _perform_slice(run_id: int, attempt: int, slices: _Slices) -> str:
     from . import slots
-    from .engine import INTERRUPT, Engine
+    from .engine import AT_ONCE, DEFER, INTERRUPT, Engine
     from .runner import Runner
 
     run = Run.objects.select_related("task").filter(pk=run_id).first()
     if run is None or run.status != S.ENQUEUED or run.attempt != attempt:
         logger.info("Run %s is not enqueued with attempt %s any more; nothing to do.", run_id, attempt)
         return run.status if run else "missing"
-    engine = Engine(run, should_stop=slices.stop, slice_seconds=app_settings.SLICE_SECONDS)
+    defers = perform_run.get_backend().supports_defer
+    if defers and run.retry_at is not None and run.retry_at > timezone.now():
+        logger.info("Run %s retries at %s; this job came early and does nothing.", run_id, run.retry_at)
+        return "retry later"
+    retry = DEFER if defers else AT_ONCE  # without run_after (ImmediateBackend): retry at once
+    engine = Engine(run, should_stop=slices.stop, slice_seconds=app_settings.SLICE_SECONDS, retry=retry)
     cap = app_settings.MAX_CONCURRENT_RUNS
     try:
         if cap is None:
@@ -234,7 +245,8 @@ def watchdog(run_id: int, attempt: int) -> str:
     stale_after = app_settings.STALE_AFTER
     now = timezone.now()
     if run.status == S.ENQUEUED:
-        waited = (now - run.updated_at).total_seconds()
+        since = max(run.updated_at, run.retry_at or run.updated_at)  # a retry is not due before retry_at
+        waited = (now - since).total_seconds()
         if waited < stale_after:
             schedule_watchdog(run_id, attempt, stale_after - waited + 1)
             return "watching"

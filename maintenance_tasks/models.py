@@ -113,6 +113,9 @@ class Run(models.Model):
     heartbeat_at = models.DateTimeField(_("last heartbeat"), null=True, blank=True)
     # Set while an enqueued run waits for a free slot under MAX_CONCURRENT_RUNS (first come, first served).
     waiting_since = models.DateTimeField(_("waiting for a slot since"), null=True, blank=True)
+    # Retries after errors in the processor's retry_on, and when the next one is due (if deferred).
+    retries = models.PositiveIntegerField(_("retries"), default=0)
+    retry_at = models.DateTimeField(_("retry at"), null=True, blank=True)
     time_running = models.FloatField(_("time running (s)"), default=0.0)
     error_class = models.CharField(_("error class"), max_length=255, blank=True)
     error_message = models.TextField(_("error message"), blank=True)

@@ -35,7 +35,7 @@ TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
             S.PAUSING,  # pause requested; the executor stops after its batch
             S.CANCELLING,  # cancel requested; the executor stops after its batch
             S.INTERRUPTED,  # the executor was told to stop (SIGINT/SIGTERM)
-            S.ENQUEUED,  # its executor died (stale heartbeat): hand it to a new one
+            S.ENQUEUED,  # its slice ended, its executor died (stale heartbeat), or an error in retry_on: a new slice
         }
     ),
     S.PAUSING: frozenset(

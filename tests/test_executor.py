@@ -227,3 +227,33 @@ def test_priority_is_left_out_on_a_backend_without_priorities():
     with override_settings(TASKS={"default": {"BACKEND": "django_tasks_rq.RQBackend", "QUEUES": ["default", "heavy"]}}):
         routed = slice_task(registry.get(HEAVY))
     assert (routed.queue_name, routed.priority) == ("heavy", 0)
+
+
+# -- retries in the background -------------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_retry_is_deferred_to_retry_at_and_an_early_job_does_nothing(request):
+    items = Item.objects.bulk_create(Item() for _ in range(20))
+    config = {"marker": request.node.name, "fail_at": items[15].pk, "failures": 1}
+    with override_settings(TASKS=DATABASE_TASKS):
+        run = Runner.run("testproject.testapp.maintenance.SlowRetryBatches", config)
+        before = timezone.now()
+        assert perform_run.call(run.pk, 0) == S.ENQUEUED  # the second batch failed
+        run.refresh_from_db()
+        assert (run.retries, run.attempt, run.tick_count) == (1, 1, 10)
+        assert 30 <= (run.retry_at - before).total_seconds() <= 61  # retry_backoff 60, jitter in the upper half
+        assert slice_jobs(run.pk, 1).get().run_after == run.retry_at
+        event = run.events.get(action="retry")
+        assert (event.from_status, event.to_status, event.detail["retry"]) == (S.RUNNING, S.ENQUEUED, 1)
+
+        assert perform_run.call(run.pk, 1) == "retry later"  # a job that comes early does nothing
+        old = timezone.now() - datetime.timedelta(hours=1)
+        Run.objects.filter(pk=run.pk).update(updated_at=old)
+        assert watchdog.call(run.pk, 1) == "watching"  # not lost: it waits for retry_at
+
+        Run.objects.filter(pk=run.pk).update(retry_at=old)
+        assert perform_run.call(run.pk, 1) == S.SUCCEEDED  # from its cursor
+    run.refresh_from_db()
+    assert run.retry_at is None
+    assert sorted(Item.objects.values_list("times_processed", flat=True)) == [1] * 20

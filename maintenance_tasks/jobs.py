@@ -25,7 +25,7 @@ from django.utils import timezone
 
 from .conf import app_settings
 from .exceptions import ConcurrentChange, InvalidRouting, InvalidTransition, UnknownProcessor
-from .models import Run
+from .models import Run, record
 from .processor import Processor
 from .status import EXECUTING_STATUSES, RunStatus
 
@@ -165,7 +165,8 @@ def perform_run(run_id: int, attempt: int) -> str:
             while slices.pending:
                 next_task, next_id, next_attempt = slices.pending.popleft()
                 if slices.stop() and runs_in_process(next_task):
-                    continue  # this process is going down: the run waits, interrupted
+                    _interrupt(next_id, next_attempt)  # this process is going down: nobody else would go on
+                    continue
                 next_task.enqueue(next_id, next_attempt)
     finally:
         _local.slices = None
@@ -209,6 +210,18 @@ def _perform_slice(run_id: int, attempt: int, slices: _Slices) -> str:
     else:
         slots.hand_back(run)  # the next slice, and runs waiting for a slot
     return run.status
+
+
+def _interrupt(run_id: int, attempt: int) -> None:
+    """Leave an enqueued run interrupted (resumable, visible) when no slice of it will come."""
+    run = Run.objects.filter(pk=run_id, status=S.ENQUEUED, attempt=attempt).first()
+    if run is None:
+        return
+    try:
+        run.transition_to(S.INTERRUPTED, token=attempt, waiting_since=None)
+    except (ConcurrentChange, InvalidTransition):
+        return  # it moved on meanwhile
+    record(run, "interrupted", S.ENQUEUED, S.INTERRUPTED, {"source": "engine"}, attempt=attempt)
 
 
 def _claim(engine: Any, attempt: int) -> None:

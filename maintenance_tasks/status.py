@@ -26,6 +26,7 @@ TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
             S.RUNNING,  # an executor claims it
             S.PAUSED,  # paused before any executor picked it up
             S.CANCELLED,  # cancelled before any executor picked it up
+            S.INTERRUPTED,  # its in-process executor (ImmediateBackend) was told to stop before this slice
         }
     ),
     S.RUNNING: frozenset(

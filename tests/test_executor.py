@@ -1,10 +1,13 @@
 """The background executor in this process: slices, duplicate jobs, recovery of stale runs."""
 
 import datetime
+import os
+import signal
 from io import StringIO
 
 import pytest
 from django.core.management import call_command
+from django.db.models.signals import post_save
 from django.test import override_settings
 from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
@@ -13,7 +16,7 @@ from maintenance_tasks import Runner
 from maintenance_tasks.checks import check_processors, check_settings
 from maintenance_tasks.exceptions import InvalidRouting
 from maintenance_tasks.jobs import perform_run, slice_task, watchdog
-from maintenance_tasks.models import Run
+from maintenance_tasks.models import Run, RunEvent
 from maintenance_tasks.registry import registry
 from maintenance_tasks.status import RunStatus
 from testproject.testapp.models import Item, Seen
@@ -257,3 +260,26 @@ def test_a_retry_is_deferred_to_retry_at_and_an_early_job_does_nothing(request):
     run.refresh_from_db()
     assert run.retry_at is None
     assert sorted(Item.objects.values_list("times_processed", flat=True)) == [1] * 20
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_signal_between_in_process_slices_leaves_the_run_interrupted_not_stranded():
+    Item.objects.bulk_create(Item() for _ in range(30))
+
+    def sigterm_after_slice(sender, instance, created, **kwargs):
+        if instance.action == "slice_ended":  # the slice is over; the next one is pending in the loop
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    post_save.connect(sigterm_after_slice, sender=RunEvent)
+    try:
+        with slices():
+            run = Runner.run("testproject.testapp.maintenance.IncrementItems")
+    finally:
+        post_save.disconnect(sigterm_after_slice, sender=RunEvent)
+    assert (run.status, run.tick_count) == (S.INTERRUPTED, 10)
+    assert actions(run)[-2:] == ["slice_ended", "interrupted"]
+    with slices():
+        Runner.resume(run)
+    run.refresh_from_db()
+    assert run.status == S.SUCCEEDED
+    assert sorted(Item.objects.values_list("times_processed", flat=True)) == [1] * 30

@@ -41,9 +41,12 @@ class StopOnSignal:
     The handler the worker had installed is still called, so the worker too knows it is to
     shut down once the slice returns (db_worker then exits without taking another job). A
     second signal goes to that handler alone or, if there was none, acts as it would have.
+
+    SIGRTMIN is what RQ's ``HerokuWorker`` sends its work horse on SIGTERM: it too stops the
+    slice after its batch, and is not passed on (that handler would raise into the batch).
     """
 
-    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+    SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGRTMIN)
 
     def __init__(self) -> None:
         self.requested = False
@@ -62,6 +65,9 @@ class StopOnSignal:
 
     def handle(self, signum: int, frame: Any) -> None:
         first, self.requested = not self.requested, True
+        if signum == signal.SIGRTMIN:
+            logger.warning("SIGRTMIN (RQ worker shutting down): the current slice stops after its batch.")
+            return
         previous = self.previous.get(signum)
         if callable(previous) and previous is not signal.default_int_handler:
             previous(signum, frame)

@@ -76,15 +76,15 @@ def redis_db():
 class Worker:
     """An ``rqworker`` process with its log in a file (a pipe nobody reads would block it)."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, *options: str, **env: str) -> None:
         self.name = name
         self.log_path = ROOT / "var" / f"test-rq-{name}.log"
         self.log = self.log_path.open("w")
-        args = ["rqworker", "--job-class", "django_tasks_rq.Job", "--with-scheduler", "--name", name, *QUEUES]
+        args = ["rqworker", "--job-class", "django_tasks_rq.Job", "--with-scheduler", "--name", name, *options, *QUEUES]
         self.process = subprocess.Popen(
             [sys.executable, "manage.py", *args],
             cwd=ROOT,
-            env=child_env(**WORKER_ENV),
+            env=child_env(**{**WORKER_ENV, **env}),
             stdout=self.log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -117,8 +117,8 @@ class Pool:
         self.numbers = itertools.count()
         self.workers: dict[str, Worker] = {}
 
-    def start(self) -> Worker:
-        worker = Worker(f"rq-test-{os.getpid()}-{next(self.numbers)}")
+    def start(self, *options: str, **env: str) -> Worker:
+        worker = Worker(f"rq-test-{os.getpid()}-{next(self.numbers)}", *options, **env)
         self.workers[worker.name] = worker
         return worker
 
@@ -229,3 +229,34 @@ def test_rq_workers_go_on_through_kill_sigterm_and_duplicate_jobs(redis_db):
     # The stopped worker finished its slice first: the run went on, never left running.
     assert not RunEvent.objects.filter(run=stopped_run, action="recovered").exists()
     assert all(run.attempt > 1 for run in Run.objects.all())
+
+
+def test_an_rq_heroku_worker_stops_the_slice_after_its_batch_on_sigterm(redis_db):
+    """With ``--worker-class rq.worker.HerokuWorker``, SIGTERM does not wait for the slice to end.
+
+    The worker sends its work horse SIGRTMIN; the slice stops after its batch, the run is
+    interrupted and given back to the queue, and another worker goes on with it.
+    """
+    Item.objects.bulk_create(Item(value=0) for _ in range(ITEMS_PER_RUN))
+    pool = Pool()
+    env = {"MAINTENANCE_SLICE_SECONDS": "600"}  # a slice would outlast any grace period
+    try:
+        with override_settings(**RQ_SETTINGS, MAINTENANCE_TASKS={**SETTINGS, "SLICE_SECONDS": 600}):
+            run = Runner.run("testproject.testapp.maintenance.LogShardBatches", {"shard": 0, "delay": 0.2})
+            worker = pool.start("--worker-class", "rq.worker.HerokuWorker", **env)
+            wait_for(lambda: Run.objects.filter(pk=run.pk, status=S.RUNNING, tick_count__gt=0).exists(), timeout=60)
+            horses = worker.horses()
+            worker.process.send_signal(signal.SIGTERM)
+            sent = time.monotonic()
+            assert worker.process.wait(timeout=60) == 0, worker.output()
+            print(f"rqworker (HerokuWorker): SIGTERM to exit with a slice in progress: {time.monotonic() - sent:.2f}s")  # noqa: T201
+            # The horse (a child of the worker, beside its scheduler) gave it back itself, not waiting for the slice.
+            assert [action for action, _ in run.events.values_list("action", "detail__pid")] == [
+                "created", "started", "interrupted", "requeue",
+            ]  # fmt: skip
+            assert run.events.get(action="requeue").detail["pid"] in horses
+            pool.start(**env)
+            wait_for(lambda: Run.objects.filter(pk=run.pk, status=S.SUCCEEDED).exists(), timeout=60)
+    finally:
+        pool.stop_all()
+    assert set(Item.objects.values_list("times_processed", flat=True)) == {1}

@@ -154,7 +154,9 @@ def main() -> None:
                 rq = worker("rq", worker_class=worker_class)
                 time.sleep(3)
                 run = Runner.run("testproject.demo.maintenance.BackfillSlugs")
-                wait_for(lambda: Run.objects.filter(pk=run.pk, status="running", tick_count__gt=0).exists(), timeout=60)
+                wait_for(
+                    lambda pk=run.pk: Run.objects.filter(pk=pk, status="running", tick_count__gt=0).exists(), timeout=60
+                )
                 rq.send_signal(signal.SIGTERM)
                 stopped = time.monotonic()
                 rq.wait()

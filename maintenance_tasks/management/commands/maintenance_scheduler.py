@@ -62,5 +62,5 @@ class Command(BaseCommand):
             self.stdout.write(f"Skipped schedule {schedule.pk}: {schedule.task} still has an active run.")
         for run in result.stuck:
             self.stdout.write(f"Run {run.pk} of {run.task} is stuck ({run.status}).")
-        if result.pruned:
+        if result.pruned and any(result.pruned.values()):
             self.stdout.write("Pruned " + ", ".join(f"{n} {status}" for status, n in result.pruned.items()) + " runs.")

@@ -298,3 +298,49 @@ def test_the_scheduler_prunes_once_a_day(settings):
     assert tick(T0 + timedelta(hours=23)).pruned is None
     assert tick(T0 + timedelta(hours=25)).pruned == {"succeeded": 0, "cancelled": 0, "errored": 0}
     assert SchedulerState.get().last_pruned_at == T0 + timedelta(hours=25)
+
+
+# -- the self-re-enqueuing scheduler job ----------------------------------------------------------
+
+
+@pytest.fixture
+def database_backend(settings):
+    settings.TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}
+
+
+def queued_ticks():
+    from django_tasks_db.models import DBTaskResult
+
+    from maintenance_tasks.jobs import scheduler_tick
+
+    jobs = DBTaskResult.objects.filter(task_path=scheduler_tick.module_path, status="READY")
+    return sorted(job.args_kwargs["args"][0] for job in jobs)
+
+
+def test_the_scheduler_job_chain_keeps_one_live_job(database_backend):
+    from maintenance_tasks.jobs import ensure_scheduler, scheduler_tick
+
+    assert ensure_scheduler() is True
+    assert ensure_scheduler() is False  # alive: no second chain
+    [token] = queued_ticks()
+    make_schedule(now=timezone.now(), cron="0 3 * * *")
+
+    assert scheduler_tick.call(token).startswith("started 0")
+    assert queued_ticks() == [token, token + 1]  # the job just performed is still READY: we called it
+    assert scheduler_tick.call(token) == "superseded"  # a duplicate does nothing, enqueues nothing
+    assert queued_ticks() == [token, token + 1]
+    state = SchedulerState.get()
+    assert state.token == token + 1
+    assert state.next_tick_at <= timezone.now() + timedelta(seconds=60)
+
+    # A chain whose job was lost is replaced once its tick is long overdue; the old one stops.
+    SchedulerState.objects.update(next_tick_at=timezone.now() - timedelta(hours=1))
+    assert ensure_scheduler() is True
+    assert scheduler_tick.call(token + 1) == "superseded"
+    assert queued_ticks() == [token, token + 1, token + 2]
+
+
+def test_no_chain_with_a_backend_that_runs_jobs_in_process():
+    from maintenance_tasks.jobs import ensure_scheduler
+
+    assert ensure_scheduler() is False  # the immediate backend would never return

@@ -76,7 +76,11 @@ def code_schedule_error(processor: type[Processor]) -> str | None:
     try:
         processor.from_config({})
     except ValidationError as error:
-        return f"schedule: a scheduled processor runs with its default config, which is refused: {'; '.join(error.messages)}"
+        if hasattr(error, "error_dict"):
+            reasons = [f"{name}: {' '.join(messages)}" for name, messages in error.message_dict.items()]
+        else:
+            reasons = error.messages
+        return f"schedule: a scheduled processor runs with its default config, which is refused: {'; '.join(reasons)}"
     except TypeError as error:
         return f"schedule: {error}"
     return None

@@ -7,6 +7,7 @@ from collections import Counter
 from datetime import timedelta
 
 import pytest
+from django.db import connection
 from django.db.models import Count
 from django.utils import timezone
 
@@ -98,3 +99,31 @@ def test_once_starts_due_runs_and_reports_them(manage):
     run = Run.objects.get()
     assert f"Started run {run.pk} of {schedule.task}." in out
     assert run.metadata["source"] == "schedule"
+
+
+def test_a_worker_runs_the_scheduler_with_no_extra_process(manage):
+    from django.test import override_settings
+    from django_tasks_db.models import DBTaskResult
+
+    from maintenance_tasks.jobs import ensure_scheduler, scheduler_tick
+
+    if connection.vendor == "mysql" and not connection.features.has_select_for_update_skip_locked:
+        pytest.skip("db_worker needs SELECT ... SKIP LOCKED")
+    worker_env = {**ENV, "MAINTENANCE_SCHEDULER_INTERVAL": "0.5"}
+    with override_settings(TASKS={"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}):
+        assert ensure_scheduler() is True
+    due = timezone.now() + timedelta(seconds=2)
+    schedules = due_schedules(3, run_at=due, next_run_at=due)
+    manage("db_worker", "--no-reload", "--no-startup-delay", "--interval", "0.05", "-v0", **worker_env)
+    queued = []
+
+    def all_ran():
+        ticks = DBTaskResult.objects.filter(task_path=scheduler_tick.module_path)
+        queued.append(ticks.filter(status="READY").count())
+        return not Run.objects.exclude(status="succeeded").exists() and Run.objects.count() == len(schedules)
+
+    wait_for(all_ran, timeout=90, interval=0.1)
+    assert_each_started_once(schedules)
+    assert max(queued) == 1  # one job of the chain queued at a time
+    done = DBTaskResult.objects.filter(task_path=scheduler_tick.module_path, status="SUCCESSFUL").count()
+    assert done >= 2  # it went on by itself

@@ -197,7 +197,7 @@ def fire(pk: int, now: datetime, result: TickResult) -> Run | None:
     return run
 
 
-def next_due(now: datetime | None = None) -> datetime | None:
+def next_due() -> datetime | None:
     """Return the earliest due time of the enabled schedules."""
     return Schedule.objects.filter(enabled=True).aggregate(first=Min("next_run_at"))["first"]
 

@@ -344,3 +344,35 @@ def test_no_chain_with_a_backend_that_runs_jobs_in_process():
     from maintenance_tasks.jobs import ensure_scheduler
 
     assert ensure_scheduler() is False  # the immediate backend would never return
+
+
+def test_migrate_syncs_code_schedules(nightly):
+    from django.apps import apps
+    from django.db.models.signals import post_migrate
+
+    config = apps.get_app_config("maintenance_tasks")
+    post_migrate.send(
+        sender=config, app_config=config, using="default", verbosity=0, interactive=False, apps=apps, plan=[]
+    )
+    assert Schedule.objects.get().code_processor == path_of(nightly)
+
+
+def test_prune_command_with_and_without_dry_run(settings):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    settings.MAINTENANCE_TASKS = {"RETENTION": {"succeeded": 10, "errored": None}}
+    task = TaskFactory(processor=INCREMENT, config={})
+    old = ended(task, S.SUCCEEDED, 20, now=timezone.now())
+    ended(task, S.SUCCEEDED, 15, now=timezone.now())  # the latest: kept
+    out = StringIO()
+    call_command("prune_maintenance_runs", "--dry-run", stdout=out)
+    assert "succeeded: would delete 1 run(s) ended more than 10 days ago." in out.getvalue()
+    assert "errored: kept forever." in out.getvalue()
+    assert Run.objects.filter(pk=old.pk).exists()
+    out = StringIO()
+    call_command("prune_maintenance_runs", stdout=out)
+    assert "Deleted 1 run(s) in all." in out.getvalue()
+    assert not Run.objects.filter(pk=old.pk).exists()
+    assert Run.objects.count() == 1

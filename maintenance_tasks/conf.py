@@ -15,6 +15,13 @@ DEFAULTS: dict[str, Any] = {
     "SLICE_SECONDS": 60.0,
     # Seconds between plain progress lines of run_maintenance_task when not on a terminal.
     "LOG_INTERVAL": 5.0,
+    # Seconds at most between two scheduler ticks (schedules, stuck runs, retention).
+    "SCHEDULER_INTERVAL": 60.0,
+    # Seconds a run may stay active before it is flagged as stuck, unless its processor sets
+    # ``expected_duration`` (not to be confused with STUCK_AFTER, for force-stopping requests).
+    "STUCK_RUN_AFTER": 6 * 3600.0,
+    # Days ended runs are kept, by status; None keeps them forever. A task's latest run is always kept.
+    "RETENTION": {"succeeded": 30, "cancelled": 30, "errored": 90},
 }
 
 
@@ -50,6 +57,20 @@ class Settings:
     @property
     def LOG_INTERVAL(self) -> float:  # noqa: N802
         return float(self._get("LOG_INTERVAL"))
+
+    @property
+    def SCHEDULER_INTERVAL(self) -> float:  # noqa: N802
+        return float(self._get("SCHEDULER_INTERVAL"))
+
+    @property
+    def STUCK_RUN_AFTER(self) -> float:  # noqa: N802
+        return float(self._get("STUCK_RUN_AFTER"))
+
+    @property
+    def RETENTION(self) -> dict[str, float | None]:  # noqa: N802
+        """Return the days each ended status is kept (None: forever), defaults filled in."""
+        user = self._get("RETENTION")
+        return {**DEFAULTS["RETENTION"], **(user if isinstance(user, dict) else {})}
 
 
 app_settings = Settings()

@@ -219,6 +219,11 @@ class Processor:
     atomic: ClassVar[bool] = True
     #: Columns, unique together, that order a QuerySet collection (default: the primary key).
     cursor_columns: ClassVar[tuple[str, ...] | None] = None
+    #: A cron expression (5 fields, in settings.TIME_ZONE): run with the default config on it.
+    schedule: ClassVar[str | None] = None
+    #: How long a run may stay active before it is flagged as stuck (a timedelta or seconds);
+    #: None: the STUCK_RUN_AFTER setting.
+    expected_duration: ClassVar[datetime.timedelta | float | None] = None
 
     _parameters: ClassVar[dict[str, Parameter]]
 

@@ -101,6 +101,7 @@ MAINTENANCE_TASKS = {
     "STALE_AFTER": env.float("MAINTENANCE_STALE_AFTER", default=60.0),
     "LOG_INTERVAL": env.float("MAINTENANCE_LOG_INTERVAL", default=5.0),
     "SLICE_SECONDS": env.float("MAINTENANCE_SLICE_SECONDS", default=60.0),
+    "SCHEDULER_INTERVAL": env.float("MAINTENANCE_SCHEDULER_INTERVAL", default=60.0),
 }
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

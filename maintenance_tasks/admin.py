@@ -21,6 +21,8 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.html import format_html
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
@@ -28,7 +30,7 @@ from django.views.decorators.http import require_POST
 
 from .conf import app_settings
 from .exceptions import MaintenanceTaskError, UnknownProcessor
-from .models import Run, Task
+from .models import Run, Schedule, ScheduleSource, Task
 from .processor import Processor, to_json
 from .registry import registry
 from .runner import Runner
@@ -341,9 +343,12 @@ class TaskAdmin(ReadOnlyAdmin):
             (run, run_state(run, allowed, processor_missing=processor is None))
             for run in Run.objects.active().filter(task__processor=path_).select_related("task")
         ]
+        schedules = Schedule.objects.filter(task__processor=path_).select_related("task")
         context = self.context(
             request,
             title=path_.rsplit(".", 1)[-1],
+            schedules=[(schedule, ScheduleAdmin.describe_next_run(schedule)) for schedule in schedules],
+            can_view_schedules=request.user.has_perm("maintenance_tasks.view_schedule"),
             path=path_,
             processor=processor,
             doc=(processor.__doc__ or "").strip() if processor and processor.__doc__ is not Processor.__doc__ else "",
@@ -500,3 +505,156 @@ class RunAdmin(ReadOnlyAdmin):
         if not url_has_allowed_host_and_scheme(next_url, {request.get_host()}, request.is_secure()):
             next_url = reverse("admin:maintenance_tasks_run_change", args=[run.pk])
         return HttpResponseRedirect(next_url)
+
+
+# -- schedules ---------------------------------------------------------------------------------
+
+
+class ScheduleForm(forms.ModelForm):
+    """A schedule with its task: a discovered processor and a config validated by its parameters."""
+
+    processor = forms.ChoiceField(label=gettext_lazy("processor"))
+    config = forms.JSONField(
+        label=gettext_lazy("config"),
+        required=False,
+        initial=dict,
+        widget=forms.Textarea(attrs={"rows": 4, "cols": 60}),
+        help_text=gettext_lazy("A JSON object of the processor's parameters; parameters left out take their default."),
+    )
+
+    class Meta:
+        model = Schedule
+        fields = ["processor", "config", "cron", "run_at", "enabled"]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["processor"].choices = [("", "---------")] + [
+            (path_, path_.rsplit(".", 1)[-1] + f" ({path_})") for path_ in registry.processors()
+        ]
+        if self.instance.pk:
+            self.initial.setdefault("processor", self.instance.task.processor)
+            self.initial.setdefault("config", self.instance.task.config)
+        if self.instance.source == ScheduleSource.CODE:
+            for name in ("processor", "config", "cron", "run_at"):
+                self.fields[name].disabled = True
+                self.fields[name].help_text = _("Set in the code; only pausing is done here.")
+        self.canonical_config: dict[str, Any] | None = None
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        path_, config = data.get("processor"), data.get("config")
+        if path_ and "config" not in self.errors:
+            if config is None:
+                config = {}
+            try:
+                self.canonical_config = registry.get(path_).from_config(config).config
+            except UnknownProcessor as error:
+                self.add_error("processor", str(error))
+            except ValidationError as error:
+                messages_ = (
+                    [
+                        f"{name}: {' '.join(errors.messages if hasattr(errors, 'messages') else errors)}"
+                        for name, errors in error.message_dict.items()
+                    ]
+                    if hasattr(error, "error_dict")
+                    else error.messages
+                )
+                self.add_error("config", messages_)
+        return data
+
+    def save(self, commit: bool = True) -> Schedule:
+        schedule: Schedule = super().save(commit=False)
+        if schedule.source != ScheduleSource.CODE and self.canonical_config is not None:
+            path_ = self.cleaned_data["processor"]
+            config = self.canonical_config
+            schedule.task, _created = Task.objects.get_or_create(
+                processor=path_, config_digest=Task.digest(config), defaults={"config": config}
+            )
+        timing_changed = bool({"cron", "run_at", "enabled"} & set(self.changed_data))
+        if not schedule.pk or timing_changed:
+            now = timezone.now()
+            if schedule.cron:
+                schedule.next_run_at = schedule.first_due(now)
+            elif schedule.last_run_at is None or "run_at" in self.changed_data:
+                schedule.next_run_at = schedule.run_at  # not run yet (a paused one that is due runs now)
+            else:
+                schedule.next_run_at = None  # a one-off schedule that has run
+        if commit:
+            schedule.save()
+        return schedule
+
+
+@admin.register(Schedule)
+class ScheduleAdmin(admin.ModelAdmin):
+    """Schedules: add, change, pause and remove them; code schedules can only be paused."""
+
+    form = ScheduleForm
+    list_display = ("task_name", "config_display", "timing", "enabled", "next_run_display", "last_run_link", "source")
+    list_filter = ("enabled", "source")
+    list_select_related = ("task", "last_run")
+    search_fields = ("task__processor", "cron")
+    actions = ["pause_schedules", "resume_schedules"]
+    readonly_fields = ("next_run_display", "last_run_link", "source")
+
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        fields = ["processor", "config", "cron", "run_at", "enabled"]
+        return [*fields, "next_run_display", "last_run_link", "source"] if obj else fields
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        if obj is not None and obj.source == ScheduleSource.CODE:
+            return False  # it would come back at the next deploy: remove it from the code
+        return super().has_delete_permission(request, obj)
+
+    def save_model(self, request: HttpRequest, obj: Schedule, form: Any, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        from .jobs import ensure_scheduler
+
+        ensure_scheduler()
+
+    @admin.display(description=gettext_lazy("task"), ordering="task__processor")
+    def task_name(self, schedule: Schedule) -> str:
+        return schedule.task.name
+
+    @admin.display(description=gettext_lazy("config"))
+    def config_display(self, schedule: Schedule) -> str:
+        from .models import canonical_json
+
+        return canonical_json(schedule.task.config) if schedule.task.config else "–"
+
+    @admin.display(description=gettext_lazy("next run"), ordering="next_run_at")
+    def next_run_display(self, schedule: Schedule) -> str:
+        return self.describe_next_run(schedule)
+
+    @staticmethod
+    def describe_next_run(schedule: Schedule) -> str:
+        if not schedule.enabled:
+            return _("paused")
+        if schedule.next_run_at is None:
+            return _("done")
+        return timezone.localtime(schedule.next_run_at).strftime("%Y-%m-%d %H:%M %Z")
+
+    @admin.display(description=gettext_lazy("last run"), ordering="last_run_at")
+    def last_run_link(self, schedule: Schedule) -> str:
+        if schedule.last_run is None:
+            return "–"
+        url = reverse("admin:maintenance_tasks_run_change", args=[schedule.last_run_id])
+        return format_html(
+            '<a href="{}">#{}</a> {}', url, schedule.last_run_id, RunStatus(schedule.last_run.status).label
+        )
+
+    @admin.action(description=gettext_lazy("Pause selected schedules"), permissions=["change"])
+    def pause_schedules(self, request: HttpRequest, queryset: Any) -> None:
+        count = queryset.filter(enabled=True).update(enabled=False, updated_at=timezone.now())
+        self.message_user(request, _("Paused %(count)d schedule(s).") % {"count": count}, messages.SUCCESS)
+
+    @admin.action(description=gettext_lazy("Resume selected schedules"), permissions=["change"])
+    def resume_schedules(self, request: HttpRequest, queryset: Any) -> None:
+        now = timezone.now()
+        count = 0
+        for schedule in queryset.filter(enabled=False):
+            schedule.enabled = True
+            if schedule.cron:
+                schedule.next_run_at = schedule.first_due(now)  # from now on: no catching up while paused
+            schedule.save(update_fields=["enabled", "next_run_at", "updated_at"])
+            count += 1
+        self.message_user(request, _("Resumed %(count)d schedule(s).") % {"count": count}, messages.SUCCESS)

@@ -92,3 +92,81 @@ def retry_problem(processor: Any) -> str | None:
         if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
             return f"{name} must be a number of seconds, 0 or more, not {value!r}."
     return None
+
+
+@register(Tags.compatibility)
+def check_retention(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """Validate MAINTENANCE_TASKS["RETENTION"]: days (or None) by ended status."""
+    from .status import COMPLETED_STATUSES
+
+    user = app_settings.user_settings
+    if not isinstance(user, dict) or "RETENTION" not in user:
+        return []
+    retention = user["RETENTION"]
+    known = sorted(COMPLETED_STATUSES)
+    if not isinstance(retention, dict):
+        return [
+            Error(
+                f"MAINTENANCE_TASKS['RETENTION'] must be a dict of days by status, not {type(retention).__name__}.",
+                hint=f"For example {{'succeeded': 30, 'cancelled': 30, 'errored': 90}}; statuses: {', '.join(known)}.",
+                id="maintenance_tasks.E016",
+            )
+        ]
+    errors: list[CheckMessage] = []
+    for status, days in retention.items():
+        if status not in known:
+            errors.append(
+                Error(
+                    f"MAINTENANCE_TASKS['RETENTION'] has an unknown status {status!r}.",
+                    hint=f"Ended statuses: {', '.join(known)}.",
+                    id="maintenance_tasks.E016",
+                )
+            )
+        elif days is not None and (isinstance(days, bool) or not isinstance(days, int | float) or days <= 0):
+            errors.append(
+                Error(
+                    f"MAINTENANCE_TASKS['RETENTION'][{status!r}] must be a positive number of days or None "
+                    f"(keep forever), not {days!r}.",
+                    id="maintenance_tasks.E017",
+                )
+            )
+    return errors
+
+
+@register(Tags.compatibility)
+def check_schedules(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """Report processors whose ``schedule`` or ``expected_duration`` cannot be used."""
+    from datetime import timedelta
+
+    from .registry import registry
+    from .scheduling import code_schedule_error, cron_error
+
+    errors: list[CheckMessage] = []
+    for path, processor in registry.processors().items():
+        if processor.schedule is not None:
+            if cron_error(processor.schedule):
+                errors.append(
+                    Error(f"{path}: {code_schedule_error(processor)}", obj=processor, id="maintenance_tasks.E013")
+                )
+            elif error := code_schedule_error(processor):
+                errors.append(
+                    Error(
+                        f"{path}: {error}",
+                        hint="Give every parameter a default, or schedule it from the admin with a config.",
+                        obj=processor,
+                        id="maintenance_tasks.E014",
+                    )
+                )
+        duration = processor.expected_duration
+        if duration is None:
+            continue
+        seconds = duration.total_seconds() if isinstance(duration, timedelta) else duration
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds <= 0:
+            errors.append(
+                Error(
+                    f"{path}: expected_duration must be a positive timedelta or number of seconds, not {duration!r}.",
+                    obj=processor,
+                    id="maintenance_tasks.E015",
+                )
+            )
+    return errors

@@ -18,10 +18,25 @@ DEFAULTS: dict[str, Any] = {
     # Runs that background executors may perform at the same time, across every worker
     # and process (None: no limit). Runs beyond it stay enqueued until a slot frees.
     "MAX_CONCURRENT_RUNS": None,
+    # Seconds at most between two scheduler ticks (schedules, stuck runs, retention).
+    "SCHEDULER_INTERVAL": 60.0,
+    # Seconds a run may stay active before it is flagged as stuck, unless its processor sets
+    # ``expected_duration`` (not to be confused with STUCK_AFTER, for force-stopping requests).
+    "STUCK_RUN_AFTER": 6 * 3600.0,
+    # Days ended runs are kept, by status; None keeps them forever. A task's latest run is always kept.
+    "RETENTION": {"succeeded": 30, "cancelled": 30, "errored": 90},
 }
 
 #: The settings that are a positive number of seconds.
-SECONDS = ("TICK_INTERVAL", "STALE_AFTER", "STUCK_AFTER", "SLICE_SECONDS", "LOG_INTERVAL")
+SECONDS = (
+    "TICK_INTERVAL",
+    "STALE_AFTER",
+    "STUCK_AFTER",
+    "SLICE_SECONDS",
+    "LOG_INTERVAL",
+    "SCHEDULER_INTERVAL",
+    "STUCK_RUN_AFTER",
+)
 
 
 class Settings:
@@ -61,6 +76,20 @@ class Settings:
     def MAX_CONCURRENT_RUNS(self) -> int | None:  # noqa: N802
         value = self._get("MAX_CONCURRENT_RUNS")
         return None if value is None else int(value)
+
+    @property
+    def SCHEDULER_INTERVAL(self) -> float:  # noqa: N802
+        return float(self._get("SCHEDULER_INTERVAL"))
+
+    @property
+    def STUCK_RUN_AFTER(self) -> float:  # noqa: N802
+        return float(self._get("STUCK_RUN_AFTER"))
+
+    @property
+    def RETENTION(self) -> dict[str, float | None]:  # noqa: N802
+        """Return the days each ended status is kept (None: forever), defaults filled in."""
+        user = self._get("RETENTION")
+        return {**DEFAULTS["RETENTION"], **(user if isinstance(user, dict) else {})}
 
 
 app_settings = Settings()

@@ -258,6 +258,7 @@ def watchdog(run_id: int, attempt: int) -> str:
     from .runner import Runner
 
     Runner.recover(actor={"source": "watchdog"})
+    ensure_scheduler()
     run = Run.objects.select_related("task").filter(pk=run_id).first()
     if run is None or run.attempt != attempt or run.status not in {*EXECUTING_STATUSES, S.ENQUEUED}:
         return "done"
@@ -276,3 +277,62 @@ def watchdog(run_id: int, attempt: int) -> str:
     since = (now - run.heartbeat_at).total_seconds() if run.heartbeat_at else stale_after
     schedule_watchdog(run_id, attempt, max(1.0, stale_after - since + 1))
     return "watching"
+
+
+# -- the scheduler, with no extra process ------------------------------------------------------
+
+
+def _can_chain(task_: Any) -> bool:
+    return task_.get_backend().supports_defer and not runs_in_process(task_)
+
+
+def ensure_scheduler(now: Any = None) -> bool:
+    """Start the scheduler's job chain unless it is alive; return whether a job was enqueued.
+
+    The chain is alive while its next tick is due within SCHEDULER_INTERVAL + STALE_AFTER. A
+    new chain takes a new token, so at most one chain goes on: an older job finds the token
+    moved and stops. Called on ``migrate``, by the deploy hook, when a schedule is saved in
+    the admin and by the watchdog.
+    """
+    if not _can_chain(scheduler_tick):
+        return False
+    from .models import SchedulerState
+
+    now = now or timezone.now()
+    state = SchedulerState.get()
+    grace = timedelta(seconds=app_settings.SCHEDULER_INTERVAL + app_settings.STALE_AFTER)
+    if state.next_tick_at is not None and state.next_tick_at + grace > now:
+        return False
+    token = state.token + 1
+    if not SchedulerState.objects.filter(pk=state.pk, token=state.token).update(token=token, next_tick_at=now):
+        return False  # another process started it just now
+    scheduler_tick.enqueue(token)
+    return True
+
+
+@task()
+def scheduler_tick(token: int) -> str:
+    """Run one scheduler tick, then enqueue the next one at the next due time (at most SCHEDULER_INTERVAL).
+
+    Each tick moves the token on before it works, so a duplicate or superseded job does
+    nothing and enqueues nothing: one job of the chain is queued at any time.
+    """
+    from .models import SchedulerState
+    from .scheduling import next_due, tick
+
+    interval = timedelta(seconds=app_settings.SCHEDULER_INTERVAL)
+    now = timezone.now()
+    if not SchedulerState.objects.filter(pk=1, token=token).update(token=token + 1, next_tick_at=now + interval):
+        return "superseded"
+    result = tick()
+    if not _can_chain(scheduler_tick):
+        return "done"
+    now = timezone.now()
+    run_after = now + interval
+    due = next_due()
+    if due is not None:
+        run_after = max(now + timedelta(seconds=1), min(run_after, due))
+    if not SchedulerState.objects.filter(pk=1, token=token + 1).update(next_tick_at=run_after):
+        return "superseded"
+    scheduler_tick.using(run_after=run_after).enqueue(token + 1)
+    return f"started {len(result.started)}, skipped {len(result.skipped)}, stuck {len(result.stuck)}"

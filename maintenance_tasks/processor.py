@@ -232,6 +232,11 @@ class Processor:
     #: Seconds before the first retry, doubled for each next one (with jitter), at most ``retry_backoff_max``.
     retry_backoff: ClassVar[float] = 1.0
     retry_backoff_max: ClassVar[float] = 600.0
+    #: A cron expression (5 fields, in settings.TIME_ZONE): run with the default config on it.
+    schedule: ClassVar[str | None] = None
+    #: How long a run may stay active before it is flagged as stuck (a timedelta or seconds);
+    #: None: the STUCK_RUN_AFTER setting.
+    expected_duration: ClassVar[datetime.timedelta | float | None] = None
 
     _parameters: ClassVar[dict[str, Parameter]]
 

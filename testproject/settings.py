@@ -102,6 +102,7 @@ MAINTENANCE_TASKS = {
     "LOG_INTERVAL": env.float("MAINTENANCE_LOG_INTERVAL", default=5.0),
     "SLICE_SECONDS": env.float("MAINTENANCE_SLICE_SECONDS", default=60.0),
     "MAX_CONCURRENT_RUNS": env.int("MAINTENANCE_MAX_CONCURRENT_RUNS", default=None),
+    "SCHEDULER_INTERVAL": env.float("MAINTENANCE_SCHEDULER_INTERVAL", default=60.0),
 }
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

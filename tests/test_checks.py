@@ -30,6 +30,13 @@ def test_defaults_pass(settings):
         ({"TICK_INTERVAL": "1"}, ["maintenance_tasks.E003"]),
         ({"STALE_AFTER": True}, ["maintenance_tasks.E003"]),
         ({"TICK_INTERVAL": 0.5, "STALE_AFTER": 30}, []),
+        ({"SCHEDULER_INTERVAL": 0}, ["maintenance_tasks.E003"]),
+        ({"STUCK_RUN_AFTER": "1h"}, ["maintenance_tasks.E003"]),
+        ({"RETENTION": 30}, ["maintenance_tasks.E016"]),
+        ({"RETENTION": {"paused": 3}}, ["maintenance_tasks.E016"]),
+        ({"RETENTION": {"errored": 0}}, ["maintenance_tasks.E017"]),
+        ({"RETENTION": {"errored": "90"}}, ["maintenance_tasks.E017"]),
+        ({"RETENTION": {"errored": None, "succeeded": 7.5}}, []),
     ],
 )
 def test_wrong_settings_are_reported(settings, value, expected):
@@ -45,3 +52,17 @@ def test_a_processor_with_an_unsupported_parameter_is_reported(monkeypatch):
     messages = [m for m in checks.run_checks(tags=[checks.Tags.compatibility]) if m.id == "maintenance_tasks.E004"]
     assert len(messages) == 1
     assert "Odd: parameter 'when': unsupported parameter type" in messages[0].msg
+
+
+def test_a_scheduled_processor_that_needs_a_config_or_a_bad_expected_duration_is_reported(monkeypatch):
+    class NeedsShard(Processor):
+        schedule = "0 3 * * *"
+        expected_duration = -5
+        shard: int
+
+    processors = {**registry.processors(), "testproject.testapp.maintenance.NeedsShard": NeedsShard}
+    monkeypatch.setattr(registry, "_processors", processors)
+    messages = {m.id: m.msg for m in checks.run_checks(tags=[checks.Tags.compatibility]) if m.id.startswith("maint")}
+    assert set(messages) == {"maintenance_tasks.E014", "maintenance_tasks.E015"}
+    assert "shard: This parameter is required." in messages["maintenance_tasks.E014"]
+    assert "expected_duration must be a positive" in messages["maintenance_tasks.E015"]

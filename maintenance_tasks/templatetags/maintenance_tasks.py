@@ -13,3 +13,14 @@ register = template.Library()
 def as_json(value: Any, indent: int | None = None) -> str:
     """Return ``value`` as JSON text (sorted keys; indented when ``indent`` is given)."""
     return json.dumps(value, indent=indent, sort_keys=True, cls=DjangoJSONEncoder, ensure_ascii=False)
+
+
+@register.filter
+def stuck_for(run: Any) -> str:
+    """Return how long the run has been active if it is stuck (longer than expected), else ""."""
+    from datetime import timedelta
+
+    from maintenance_tasks.scheduling import stuck_for as run_stuck_for
+
+    active_for = run_stuck_for(run)
+    return str(timedelta(seconds=round(active_for.total_seconds()))) if active_for else ""

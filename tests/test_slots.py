@@ -5,6 +5,7 @@ import itertools
 import signal
 
 import pytest
+from django.core.management import call_command
 from django.db import connection
 from django.test import override_settings
 from django_tasks_db.models import DBTaskResult
@@ -151,3 +152,20 @@ def test_db_workers_never_run_more_than_the_cap_at_once(manage):
     batches = list(BatchLog.objects.values_list("started", "ended", "shard"))
     assert most_at_once(batches) == 2  # the cap was reached, never passed
     assert Run.objects.filter(events__action="started").distinct().count() == 6
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_end_of_a_foreground_run_wakes_a_waiting_run():
+    Item.objects.bulk_create(Item(value=shard) for shard in (0, 1) for _ in range(5))
+    busy = RunFactory(running=True, task=TaskFactory(config={"delay": 0.5}))
+    with override_settings(TASKS=DATABASE_TASKS), capped(1):
+        waiting = Runner.run(SHARDS, {"shard": 0})
+        assert next_slice() == "waiting"
+        busy.transition_to(S.SUCCEEDED)  # ended without waking anyone
+        call_command("run_maintenance_task", SHARDS, "--config", '{"shard": 1}', verbosity=0)
+        waiting.refresh_from_db()
+        assert waiting.waiting_since is None  # the command handed its slot on
+        while next_slice() is not None:
+            pass
+    waiting.refresh_from_db()
+    assert waiting.status == S.SUCCEEDED

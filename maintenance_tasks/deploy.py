@@ -252,8 +252,12 @@ def skip(name: str, *, actor: dict[str, Any]) -> str:
             raise DeployError(f"{path} has an active run {run.pk} ({run.status}): cancel it first, then skip.")
         if record.state == DeployState.SKIPPED:
             return f"{path} was already skipped."
-        if record.state == DeployState.DONE or (run is not None and run.status == S.SUCCEEDED):
-            return f"{path} is already done (run {run.pk if run else '?'} succeeded): nothing to skip."
+        if run is not None and run.status == S.SUCCEEDED:
+            record.state, record.run = DeployState.DONE, run
+            record.save()
+            return f"{path} is already done (run {run.pk} succeeded): nothing to skip."
+        if record.state == DeployState.DONE:
+            return f"{path} is already done: nothing to skip."
         record.state, record.changed_by = DeployState.SKIPPED, actor
         record.save()
     return f"{path} marked as done without running it: deploys will not start it."

@@ -63,8 +63,12 @@ class Report:
         """Return the runs this deploy waits for with ``--wait``."""
         runs = {run.pk: run for run in [*self.recovered, *self.resumed]}
         for outcome in self.outcomes:
-            if outcome.run is not None and outcome.result in (ENQUEUED, ACTIVE):
-                runs[outcome.run.pk] = outcome.run
+            run = outcome.run
+            if run is None:
+                continue
+            # A run-once task that errored during this deploy fails the deploy on every host.
+            if outcome.result in (ENQUEUED, ACTIVE) or (outcome.result == HELD and run.status == S.ERRORED):
+                runs[run.pk] = run
         return list(runs.values())
 
 

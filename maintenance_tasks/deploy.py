@@ -225,17 +225,34 @@ def deploy(
     return report
 
 
+#: What --status and the admin call each result, seen between deploys.
+STATE_LABELS = {
+    ENQUEUED: "to run on the next deploy",
+    DONE: "done",
+    SKIPPED: "skipped",
+    ACTIVE: "active",
+    HELD: "held",
+}
+
+
+def status_of(path: str, mode: str) -> tuple[Outcome, DeployRecord | None, Run | None]:
+    """Return what the next deploy would do with one processor, its record and the run that counts."""
+    task = find_task(path)
+    record = DeployRecord.objects.filter(task=task).first() if task is not None else None
+    run = latest_run(record, task)
+    result, reason = decide(mode, record, run, deploy_id="", started_at=timezone.now())
+    return Outcome(path, mode, result, run, reason), record, run
+
+
+def state_label(outcome: Outcome) -> str:
+    if outcome.mode == ALWAYS and outcome.result == ENQUEUED:
+        return "runs on every deploy"
+    return STATE_LABELS.get(outcome.result, outcome.result)
+
+
 def status() -> list[tuple[Outcome, DeployRecord | None, Run | None]]:
     """Return, for each processor that runs on deploy, its record and the run that counts."""
-    rows = []
-    now = timezone.now()
-    for path, processor in deploy_processors().items():
-        task = find_task(path)
-        record = DeployRecord.objects.filter(task=task).first() if task is not None else None
-        run = latest_run(record, task)
-        result, reason = decide(processor.run_on_deploy or "", record, run, deploy_id="", started_at=now)
-        rows.append((Outcome(path, processor.run_on_deploy or "", result, run, reason), record, run))
-    return rows
+    return [status_of(path, processor.run_on_deploy or "") for path, processor in deploy_processors().items()]
 
 
 def _once_record(name: str) -> tuple[str, DeployRecord]:

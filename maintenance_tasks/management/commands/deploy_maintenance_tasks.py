@@ -162,15 +162,7 @@ class Command(BaseCommand):
         if not rows:
             self.stdout.write("No processor runs on deploy (none sets run_on_deploy).")
         for outcome, record, run in rows:
-            state = {
-                deploy.ENQUEUED: "to run on the next deploy",
-                deploy.DONE: "done",
-                deploy.SKIPPED: "skipped",
-                deploy.ACTIVE: "active",
-                deploy.HELD: "held",
-            }.get(outcome.result, outcome.result)
-            if outcome.mode == deploy.ALWAYS and outcome.result == deploy.ENQUEUED:
-                state = "runs on every deploy"
+            state = deploy.state_label(outcome)
             parts = [f"{outcome.path} ({outcome.mode}): {state}"]
             if run is not None:
                 parts.append(

@@ -100,7 +100,7 @@ def get_record(path: str) -> DeployRecord:
 
 
 def latest_run(record: DeployRecord | None, task: Task | None) -> Run | None:
-    """Return the run that counts for the record: an active run of the task, else the record's run."""
+    """Return the run that counts for the record: an active run of the task, else its latest since the record's."""
     if task is None:
         return None
     active = task.runs.active().first()
@@ -108,7 +108,8 @@ def latest_run(record: DeployRecord | None, task: Task | None) -> Run | None:
         return active
     if record is None:
         return task.runs.first()  # what a new record would take over
-    return Run.objects.filter(pk=record.run_id).first() if record.run_id else None
+    # The record's run, or a later one (started by an operator, say) that counts as well.
+    return task.runs.filter(pk__gte=record.run_id).first() if record.run_id else None
 
 
 def decide(

@@ -147,6 +147,15 @@ def test_a_run_once_an_operator_already_ran_counts_as_done():
     assert runs(ONCE) == [run]
 
 
+def test_a_run_an_operator_started_after_an_errored_one_counts():
+    fail_once_runs()
+    hook()
+    Seen.objects.filter(value="deploy:fail").delete()
+    manual = Runner.run(ONCE, {})
+    assert f"DeployOnce (once): already done (run {manual.pk} succeeded)." in hook()
+    assert [run.status for run in runs(ONCE)] == [S.ERRORED, S.SUCCEEDED]
+
+
 def test_one_task_and_one_record_per_processor():
     hook()
     hook()

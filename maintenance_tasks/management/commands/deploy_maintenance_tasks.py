@@ -6,6 +6,7 @@ import os
 import sys
 import time
 from argparse import ArgumentTypeError
+from collections.abc import Callable
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -107,15 +108,10 @@ class Command(BaseCommand):
             raise CommandError("--wait only goes with the hook itself, not with another verb.", returncode=BAD_INPUT)
         if timeout is not None and not wait:
             raise CommandError("--timeout only goes with --wait.", returncode=BAD_INPUT)
-        try:
-            if skip is not None or reset is not None:
-                change = deploy.skip if skip is not None else deploy.reset
-                message = change(skip if skip is not None else reset or "", actor=actor)
-                if verbosity:
-                    self.stdout.write(message)
-                return
-        except MaintenanceTaskError as error:
-            raise CommandError(str(error), returncode=BAD_INPUT) from None
+        if skip is not None:
+            return self.change(deploy.skip, skip, actor, verbosity)
+        if reset is not None:
+            return self.change(deploy.reset, reset, actor, verbosity)
         if status:
             return self.show_status()
         report = deploy.deploy(actor=actor, deploy_id=deploy_id, dry_run=dry_run or todo)
@@ -125,6 +121,15 @@ class Command(BaseCommand):
             self.show_report(report, dry_run=dry_run)
         if wait:
             self.wait(report.runs_to_watch(), timeout, verbosity)
+
+    def change(self, verb: Callable[..., str], name: str, actor: dict[str, Any], verbosity: int) -> None:
+        """Skip or reset one run-once processor."""
+        try:
+            message = verb(name, actor=actor)
+        except MaintenanceTaskError as error:
+            raise CommandError(str(error), returncode=BAD_INPUT) from None
+        if verbosity:
+            self.stdout.write(message)
 
     # -- output ---------------------------------------------------------------------------
 
@@ -150,9 +155,10 @@ class Command(BaseCommand):
             if dry_run:
                 return f"{head}would enqueue a run ({outcome.reason})."
             run = outcome.run
-            assert run is not None  # noqa: S101 (a run was started)
-            run.refresh_from_db(fields=["status"])
-            return self.style.SUCCESS(f"{head}enqueued run {run.pk} ({outcome.reason}); now {run.status}.")
+            if run is not None:  # it may have ended already (or be performed here, by ImmediateBackend)
+                run.refresh_from_db(fields=["status"])
+            number, status = (run.pk, run.status) if run is not None else ("?", "unknown")
+            return self.style.SUCCESS(f"{head}enqueued run {number} ({outcome.reason}); now {status}.")
         reason = f" ({outcome.reason})" if outcome.reason else ""
         line = f"{head}{outcome.result}{reason}."
         return self.style.WARNING(line) if outcome.result == deploy.HELD else line

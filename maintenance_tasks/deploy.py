@@ -137,7 +137,9 @@ def decide(
             return THIS_DEPLOY, f"run {run.pk} {run.status}"
         return ENQUEUED, "runs on every deploy"
     if run is None:
-        return ENQUEUED, "not run yet" if state == DeployState.NEW else "its last run is gone"
+        if state != DeployState.NEW:
+            return ENQUEUED, "its last run is gone"
+        return ENQUEUED, "reset" if record is not None and record.changed_by else "not run yet"
     if run.status == S.CANCELLED:
         return HELD, f"run {run.pk} was cancelled; --reset to run it again, or --skip"
     if run.status == S.ERRORED:

@@ -271,6 +271,7 @@ def test_reset_of_a_done_processor_runs_it_again():
     out = hook("--reset", "DeployOnce")
     assert out == f"{ONCE} reset: the next deploy starts it.\n"
     assert f"{ONCE} (once): to run on the next deploy; never run; reset by " in hook("--status")
+    assert f"start {ONCE} (once): reset\n" in hook("--todo")
     hook()
     assert [run.status for run in runs(ONCE)] == [S.SUCCEEDED, S.SUCCEEDED]
     assert once_rows() == 6
@@ -339,7 +340,9 @@ def test_wait_exits_3_when_a_run_is_paused():
 def test_wait_with_nothing_to_wait_for():
     hook("--skip", "DeployOnce")
     hook("--deploy-id", "a")
-    assert hook("--wait", "--deploy-id", "a").endswith("All 0 runs of this deploy succeeded.\n")
+    assert hook("--wait", "--deploy-id", "a").endswith(
+        "Nothing to wait for: this deploy started no run and found none active.\n"
+    )
 
 
 # -- bad input --------------------------------------------------------------------------------

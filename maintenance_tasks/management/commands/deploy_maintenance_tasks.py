@@ -198,6 +198,8 @@ class Command(BaseCommand):
     def wait(self, runs: list[Run], timeout: float | None, verbosity: int) -> None:
         """Poll the runs until each has ended (or is paused); fail as the worst of them did."""
         pending = {run.pk for run in runs}
+        if not pending and verbosity:
+            self.stdout.write("Nothing to wait for: this deploy started no run and found none active.")
         ended: dict[int, Run] = {}
         started = time.monotonic()
         next_line = started + app_settings.LOG_INTERVAL
@@ -236,5 +238,5 @@ class Command(BaseCommand):
         if stopped:
             details = ", ".join(f"run {run.pk} {run.status}" for run in stopped)
             raise CommandError(f"Stopped before the end: {details}.", returncode=STOPPED)
-        if verbosity:
+        if verbosity and ended:
             self.stdout.write(self.style.SUCCESS(f"All {len(ended)} runs of this deploy succeeded."))

@@ -21,6 +21,7 @@ from .models import DeployRecord, DeployState, Run, Task
 from .processor import Processor
 from .registry import registry
 from .runner import Runner
+from .scheduling import SyncResult, sync_code_schedules
 from .status import RunStatus
 
 S = RunStatus
@@ -58,6 +59,7 @@ class Report:
     recovered: list[Run] = field(default_factory=list)
     resumed: list[Run] = field(default_factory=list)
     outcomes: list[Outcome] = field(default_factory=list)
+    schedules: SyncResult | None = None  # None: not synced (a dry run)
 
     def runs_to_watch(self) -> list[Run]:
         """Return the runs this deploy waits for with ``--wait``."""
@@ -200,7 +202,7 @@ def resume_interrupted(actor: dict[str, Any]) -> list[Run]:
 def deploy(
     *, actor: dict[str, Any], deploy_id: str = "", dry_run: bool = False, started_at: datetime | None = None
 ) -> Report:
-    """Recover runs whose worker died, resume interrupted runs, and start what runs on deploy.
+    """Sync code schedules, recover runs whose worker died, resume interrupted runs, start what runs on deploy.
 
     Returns at once with a backend that runs jobs in workers; the runs go on there.
     """
@@ -219,6 +221,7 @@ def deploy(
             for path, p in processors.items()
         ]
         return report
+    report.schedules = sync_code_schedules()  # also starts the scheduler's job chain if it can
     report.recovered = Runner.recover(actor=actor)
     report.resumed = resume_interrupted(actor)
     for path, processor in processors.items():

@@ -14,7 +14,7 @@ from django.core.management.base import CommandError
 from django.utils import timezone
 
 from maintenance_tasks import Processor, Runner, deploy
-from maintenance_tasks.models import DeployRecord, DeployState, Run, RunEvent, Task
+from maintenance_tasks.models import DeployRecord, DeployState, Run, RunEvent, Schedule, Task
 from maintenance_tasks.registry import registry
 from maintenance_tasks.status import RunStatus
 from testproject.testapp.models import Seen
@@ -189,6 +189,24 @@ def test_a_paused_run_is_left_for_an_operator():
     assert f"DeployOnce (once): already active (run {run.pk} paused)." in hook()
     run.refresh_from_db()
     assert run.status == S.PAUSED
+
+
+def test_the_hook_syncs_the_schedules_processors_declare(monkeypatch):
+    class Nightly(Processor):
+        schedule = "0 3 * * *"
+        __module__ = APP
+
+        def process(self):
+            pass
+
+    monkeypatch.setattr(registry, "_processors", {**registry.processors(), f"{APP}.Nightly": Nightly})
+    out = hook()
+    assert f"schedule of {APP}.Nightly created (its processor's schedule changed).\n" in out
+    assert Schedule.objects.get(code_processor=f"{APP}.Nightly").cron == "0 3 * * *"
+    assert "schedule of" not in hook()
+    Nightly.schedule = None
+    assert f"schedule of {APP}.Nightly removed" in hook()
+    assert not Schedule.objects.exists()
 
 
 def test_nothing_is_printed_at_verbosity_0():

@@ -135,6 +135,15 @@ class Command(BaseCommand):
 
     def show_report(self, report: deploy.Report, *, dry_run: bool) -> None:
         verb = "would " if dry_run else ""
+        if report.schedules is not None:
+            synced = report.schedules
+            for change, paths in (
+                ("created", synced.created),
+                ("updated", synced.updated),
+                ("removed", synced.removed),
+            ):
+                for path in paths:
+                    self.stdout.write(f"schedule of {path} {change} (its processor's schedule changed).")
         for run in report.recovered:
             self.stdout.write(f"{verb}recover run {run.pk} of {run.task} (its worker is silent).")
         for run in report.resumed:

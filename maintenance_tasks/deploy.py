@@ -60,6 +60,7 @@ class Report:
     resumed: list[Run] = field(default_factory=list)
     outcomes: list[Outcome] = field(default_factory=list)
     schedules: SyncResult | None = None  # None: not synced (a dry run)
+    deploy_id: str = ""
 
     def runs_to_watch(self) -> list[Run]:
         """Return the runs this deploy waits for with ``--wait``."""
@@ -68,8 +69,14 @@ class Report:
             run = outcome.run
             if run is None:
                 continue
-            # A run-once task that errored during this deploy fails the deploy on every host.
-            if outcome.result in (ENQUEUED, ACTIVE) or (outcome.result == HELD and run.status == S.ERRORED):
+            # A run-once task that errored during this deploy fails the deploy on every host, and
+            # a hook that comes late reports the runs its deploy (by id) started.
+            started_by_this_deploy = bool(self.deploy_id) and run.metadata.get("deploy_id") == self.deploy_id
+            if (
+                outcome.result in (ENQUEUED, ACTIVE)
+                or (outcome.result == HELD and run.status == S.ERRORED)
+                or started_by_this_deploy
+            ):
                 runs[run.pk] = run
         return list(runs.values())
 
@@ -207,7 +214,7 @@ def deploy(
     Returns at once with a backend that runs jobs in workers; the runs go on there.
     """
     started_at = started_at or timezone.now()
-    report = Report()
+    report = Report(deploy_id=deploy_id)
     processors = deploy_processors()
     if dry_run:
         report.recovered = list(Run.objects.stale().select_related("task"))

@@ -355,12 +355,20 @@ def test_wait_exits_3_when_a_run_is_paused():
     assert str(error) == f"Stopped before the end: run {run.pk} paused."
 
 
-def test_wait_with_nothing_to_wait_for():
+def test_wait_of_a_late_hook_reports_the_runs_its_deploy_started():
+    fail_once_runs()
+    hook("--deploy-id", "d1")
+    error = refused("--wait", "--deploy-id", "d1")  # held: errored during this deploy
+    assert error.returncode == 1
+    Seen.objects.filter(value="deploy:fail").delete()
+    hook("--deploy-id", "d2")
+    assert hook("--wait", "--deploy-id", "d2").endswith("All 2 runs of this deploy succeeded.\n")
+
+
+def test_wait_with_nothing_to_wait_for(monkeypatch):
+    monkeypatch.setattr(registry, "_processors", {ONCE: registry.get(ONCE)})
     hook("--skip", "DeployOnce")
-    hook("--deploy-id", "a")
-    assert hook("--wait", "--deploy-id", "a").endswith(
-        "Nothing to wait for: this deploy started no run and found none active.\n"
-    )
+    assert hook("--wait").endswith("Nothing to wait for: this deploy started no run and found none active.\n")
 
 
 # -- bad input --------------------------------------------------------------------------------

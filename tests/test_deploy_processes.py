@@ -128,7 +128,8 @@ def test_concurrent_hooks_wait_for_the_runs_of_a_db_worker(hooks, manage):
     worker = manage("db_worker", "--no-reload", "--no-startup-delay", "--interval", "0.05", "-v0", **WORKER_ENV)
     results = hooks("--wait", "--deploy-id", "release-1", **WORKER_ENV)
     assert [code for code, _, _ in results] == [0] * HOOKS, explain(results)
-    assert all(out.endswith("runs of this deploy succeeded.\n") for _, out, _ in results), explain(results)
+    # Each hook waited for both runs: the ones it started or found active, or (late) its deploy's.
+    assert all(out.endswith("All 2 runs of this deploy succeeded.\n") for _, out, _ in results), explain(results)
     assert [run.status for run in runs(ONCE)] == [S.SUCCEEDED]
     assert [run.status for run in runs(ALWAYS)] == [S.SUCCEEDED]
 

@@ -104,21 +104,30 @@ def get_record(path: str) -> DeployRecord:
     """
     config = default_config(registry.get(path))
     task, _ = Task.objects.get_or_create(processor=path, config_digest=Task.digest(config), defaults={"config": config})
-    record, _ = DeployRecord.objects.get_or_create(task=task, defaults={"run": task.runs.first()})
+    mode = registry.get(path).run_on_deploy or ""
+    record, _ = DeployRecord.objects.get_or_create(task=task, defaults={"run": lambda: latest_run(None, task, mode)})
     return record
 
 
-def latest_run(record: DeployRecord | None, task: Task | None) -> Run | None:
-    """Return the run that counts for the record: an active run of the task, else its latest since the record's."""
+def latest_run(record: DeployRecord | None, task: Task | None, mode: str) -> Run | None:
+    """Return the run that counts for the task: an active run, else its latest since the record's run.
+
+    For a run-once task, a run that succeeded counts before any later one (an operator's run
+    that errored, say): once done, it stays done.
+    """
     if task is None:
         return None
     active = task.runs.active().first()
     if active is not None:
         return active
     if record is None:
-        return task.runs.first()  # what a new record would take over
-    # The record's run, or a later one (started by an operator, say) that counts as well.
-    return task.runs.filter(pk__gte=record.run_id).first() if record.run_id else None
+        runs = task.runs.all()  # what a new record would take over
+    elif record.run_id:
+        runs = task.runs.filter(pk__gte=record.run_id)
+    else:
+        return None  # reset, or never run
+    succeeded = runs.filter(status=S.SUCCEEDED).first() if mode == ONCE else None
+    return succeeded or runs.first()
 
 
 def decide(
@@ -164,7 +173,7 @@ def claim(path: str, mode: str, *, actor: dict[str, Any], deploy_id: str, starte
     with transaction.atomic():
         # The lock serializes hooks on this task (on SQLite, the IMMEDIATE transaction does).
         record = DeployRecord.objects.select_for_update().get(pk=record.pk)
-        run = latest_run(record, record.task)
+        run = latest_run(record, record.task, mode)
         result, reason = decide(mode, record, run, deploy_id=deploy_id, started_at=started_at)
         if result == ENQUEUED:
             try:
@@ -188,7 +197,7 @@ def plan(path: str, mode: str, *, deploy_id: str, started_at: datetime) -> Outco
     """Return what a hook would do with one processor now, writing nothing."""
     task = find_task(path)
     record = DeployRecord.objects.filter(task=task).first() if task is not None else None
-    run = latest_run(record, task)
+    run = latest_run(record, task, mode)
     result, reason = decide(mode, record, run, deploy_id=deploy_id, started_at=started_at)
     return Outcome(path, mode, result, None if result == ENQUEUED else run, reason)
 
@@ -252,7 +261,7 @@ def status_of(path: str, mode: str) -> tuple[Outcome, DeployRecord | None, Run |
     """Return what the next deploy would do with one processor, its record and the run that counts."""
     task = find_task(path)
     record = DeployRecord.objects.filter(task=task).first() if task is not None else None
-    run = latest_run(record, task)
+    run = latest_run(record, task, mode)
     result, reason = decide(mode, record, run, deploy_id="", started_at=timezone.now())
     return Outcome(path, mode, result, run, reason), record, run
 
@@ -281,7 +290,7 @@ def skip(name: str, *, actor: dict[str, Any]) -> str:
     path, record = _once_record(name)
     with transaction.atomic():
         record = DeployRecord.objects.select_for_update().get(pk=record.pk)
-        run = latest_run(record, record.task)
+        run = latest_run(record, record.task, ONCE)
         if run is not None and run.is_active:
             raise DeployError(f"{path} has an active run {run.pk} ({run.status}): cancel it first, then skip.")
         if record.state == DeployState.SKIPPED:
@@ -302,7 +311,7 @@ def reset(name: str, *, actor: dict[str, Any]) -> str:
     path, record = _once_record(name)
     with transaction.atomic():
         record = DeployRecord.objects.select_for_update().get(pk=record.pk)
-        run = latest_run(record, record.task)
+        run = latest_run(record, record.task, ONCE)
         if run is not None and run.is_active:
             raise DeployError(f"{path} has an active run {run.pk} ({run.status}): it cannot be reset now.")
         record.state, record.run, record.deploy_id, record.changed_by = DeployState.NEW, None, "", actor

@@ -156,6 +156,15 @@ def test_a_run_an_operator_started_after_an_errored_one_counts():
     assert [run.status for run in runs(ONCE)] == [S.ERRORED, S.SUCCEEDED]
 
 
+def test_a_run_once_that_succeeded_stays_done_after_a_later_run_errored():
+    hook()
+    done = runs(ONCE)[0]
+    fail_once_runs()
+    Runner.run(ONCE, {})  # an operator runs it again, and it errors
+    assert f"DeployOnce (once): already done (run {done.pk} succeeded)." in hook()
+    assert [run.status for run in runs(ONCE)] == [S.SUCCEEDED, S.ERRORED]
+
+
 def test_one_task_and_one_record_per_processor():
     hook()
     hook()

@@ -41,3 +41,7 @@ class StaleAttempt(MaintenanceTaskError):
 
 class RunNotStuck(MaintenanceTaskError):
     """The run has not waited long enough in pausing/cancelling to be forced."""
+
+
+class DeployError(MaintenanceTaskError):
+    """The deploy hook cannot do what was asked for this processor."""

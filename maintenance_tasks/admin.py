@@ -51,6 +51,12 @@ ACTION_LABELS = {
     "force": gettext_lazy("Force stop"),
 }
 RUNS_PER_PAGE = 50
+#: Deploy record states an operator sets, with --skip and --reset.
+HAND_CHANGES = {"skipped": gettext_lazy("Skipped"), "new": gettext_lazy("Reset")}
+DEPLOY_MODES = {
+    "once": gettext_lazy("once, like a data migration"),
+    "always": gettext_lazy("on every deploy"),
+}
 
 
 def admin_actor(request: HttpRequest) -> dict[str, Any]:
@@ -92,6 +98,25 @@ def describe_actor(actor: dict[str, Any]) -> str:
     }.get(source, f"{source} {user}".strip())
     extra = [f"{key} {actor[key]}" for key in ("host", "pid", "ip") if actor.get(key)]
     return f"{where} ({', '.join(extra)})" if extra else where
+
+
+def deploy_state(path_: str, processor: type[Processor] | None) -> dict[str, Any] | None:
+    """Return what the deploy hook did and will do with a processor that runs on deploy."""
+    from . import deploy
+
+    if processor is None or processor.run_on_deploy not in DEPLOY_MODES:
+        return None
+    outcome, record, run = deploy.status_of(path_, processor.run_on_deploy)
+    changed = record is not None and bool(record.changed_by) and record.state in HAND_CHANGES
+    return {
+        "mode": DEPLOY_MODES[processor.run_on_deploy],
+        "state": deploy.state_label(outcome),
+        "reason": outcome.reason,
+        "run": run,
+        "changed": (HAND_CHANGES[record.state], describe_actor(record.changed_by), record.changed_at)
+        if changed and record is not None
+        else None,
+    }
 
 
 def run_state(run: Run, allowed: set[str], *, processor_missing: bool = False) -> dict[str, Any]:
@@ -356,6 +381,7 @@ class TaskAdmin(ReadOnlyAdmin):
             can_start=can_start,
             count=count,
             count_note=count_note,
+            deploy=deploy_state(path_, processor),
             active_runs=active,
             page=page,
             page_range=page.paginator.get_elided_page_range(page.number, on_each_side=2, on_ends=1),

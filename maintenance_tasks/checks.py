@@ -170,3 +170,43 @@ def check_schedules(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage
                 )
             )
     return errors
+
+
+@register(Tags.compatibility)
+def check_deploy(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """Report processors whose ``run_on_deploy`` is not a known mode or cannot run with defaults."""
+    from django.core.exceptions import ValidationError
+
+    from .deploy import MODES
+    from .registry import registry
+
+    errors: list[CheckMessage] = []
+    for path, processor in registry.processors().items():
+        mode = getattr(processor, "run_on_deploy", None)
+        if mode not in MODES:
+            errors.append(
+                Error(
+                    f'{path}.run_on_deploy must be None, "once" or "always", not {mode!r}.',
+                    obj=processor,
+                    id="maintenance_tasks.E010",
+                )
+            )
+            continue
+        if mode is None:
+            continue
+        try:
+            processor.from_config({})
+        except (ValidationError, TypeError) as error:
+            if isinstance(error, ValidationError) and hasattr(error, "error_dict"):
+                detail = "; ".join(f"{name}: {' '.join(text)}" for name, text in error.message_dict.items())
+            else:
+                detail = " ".join(error.messages) if isinstance(error, ValidationError) else str(error)
+            errors.append(
+                Error(
+                    f"{path} runs on deploy, so it runs with its default parameters, but they are not valid: {detail}",
+                    hint="Give every parameter a default, or remove run_on_deploy.",
+                    obj=processor,
+                    id="maintenance_tasks.E011",
+                )
+            )
+    return errors

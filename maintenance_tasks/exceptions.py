@@ -45,3 +45,7 @@ class RunNotStuck(MaintenanceTaskError):
 
 class InvalidRouting(MaintenanceTaskError):
     """The tasks backend refuses the processor's ``queue_name`` or ``priority``."""
+
+
+class DeployError(MaintenanceTaskError):
+    """The deploy hook cannot do what was asked for this processor."""

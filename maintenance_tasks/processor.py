@@ -237,6 +237,9 @@ class Processor:
     #: How long a run may stay active before it is flagged as stuck (a timedelta or seconds);
     #: None: the STUCK_RUN_AFTER setting.
     expected_duration: ClassVar[datetime.timedelta | float | None] = None
+    #: Started by ``deploy_maintenance_tasks``, with the default parameters: ``"once"`` (until a
+    #: run succeeds, like a data migration), ``"always"`` (on every deploy), or None (never).
+    run_on_deploy: ClassVar[Literal["once", "always"] | None] = None
 
     _parameters: ClassVar[dict[str, Parameter]]
 

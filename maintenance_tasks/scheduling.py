@@ -23,7 +23,7 @@ from django.utils import timezone
 
 from .conf import app_settings
 from .exceptions import MaintenanceTaskError, RunAlreadyActive
-from .models import Run, Schedule, SchedulerState, ScheduleSource, Task
+from .models import DeployRecord, Run, Schedule, SchedulerState, ScheduleSource, Task
 from .processor import Processor
 from .registry import registry
 from .signals import run_stuck
@@ -260,10 +260,14 @@ def flag_stuck_runs(now: datetime | None = None) -> list[Run]:
 def prune_runs(now: datetime | None = None, *, dry_run: bool = False) -> dict[str, int]:
     """Delete ended runs older than RETENTION for their status; keep each task's latest run.
 
+    Runs the deploy hook counts (a run-once task's succeeded run) are kept too: without
+    them, the next deploy would start that task again.
+
     Return the number of runs deleted (or, with ``dry_run``, that would be) by status.
     """
     now = now or timezone.now()
     latest = set(Run.objects.order_by().values("task").annotate(last=Max("pk")).values_list("last", flat=True))
+    latest.update(DeployRecord.objects.exclude(run=None).values_list("run_id", flat=True))
     counts = {}
     for status, days in app_settings.RETENTION.items():
         if days is None:

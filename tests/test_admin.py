@@ -620,3 +620,49 @@ def test_run_page_shows_retries_and_a_wait_for_a_slot(operator, client):
     plain = RunFactory(task__processor=INCREMENT, task__config={"delay": 1.0})
     html = client.get(run_url(plain)).content.decode()
     assert "Retries:" not in html and "Waiting for a slot:" not in html
+
+
+# -- deploy status ------------------------------------------------------------------------------
+
+DEPLOY_ONCE = f"{APP}.DeployOnce"
+
+
+def deploy_module(client, path):
+    html = client.get(processor_url(path)).content.decode()
+    start = html.find('<div class="module mt-deploy">')
+    return html[start : html.index("</div>", start)] if start >= 0 else None
+
+
+def test_task_page_shows_what_the_deploy_hook_did(operator, client, django_capture_on_commit_callbacks):
+    from maintenance_tasks import deploy
+
+    module = deploy_module(client, DEPLOY_ONCE)
+    assert "once, like a data migration" in module
+    assert '<strong class="mt-deploy-state">to run on the next deploy</strong> (not run yet)' in module
+    with django_capture_on_commit_callbacks(execute=True):
+        deploy.deploy(actor={"source": "deploy", "user": "ci", "host": "web-1"})
+    run = Run.objects.get(task__processor=DEPLOY_ONCE)
+    module = deploy_module(client, DEPLOY_ONCE)
+    assert f'<strong class="mt-deploy-state">done</strong> (run {run.pk} succeeded)' in module
+    assert f'<a href="{run_url(run)}">#{run.pk}</a> succeeded.' in module
+    deploy.reset("DeployOnce", actor={"source": "deploy", "user": "ops", "host": "web-2"})
+    module = deploy_module(client, DEPLOY_ONCE)
+    assert "to run on the next deploy" in module
+    assert "Reset: set by deploy hook, OS user ops (host web-2) on " in module
+    assert '<strong class="mt-deploy-state">runs on every deploy</strong>' in deploy_module(
+        client, f"{APP}.DeployAlways"
+    )
+    assert deploy_module(client, INCREMENT) is None
+
+
+def test_task_page_of_a_deploy_processor_costs_a_fixed_number_of_queries(
+    operator, client, django_assert_max_num_queries
+):
+    client.get(processor_url(INCREMENT))
+    with CaptureQueriesContext(connection) as plain:
+        client.get(processor_url(INCREMENT))
+    task = TaskFactory(processor=DEPLOY_ONCE, config={"items": 3})
+    Run.objects.bulk_create(Run(task=task, status=S.SUCCEEDED) for _ in range(100))
+    with django_assert_max_num_queries(len(plain) + 4):  # task, record, active run, its run
+        response = client.get(processor_url(DEPLOY_ONCE))
+    assert response.context["deploy"]["state"] == "done"

@@ -7,7 +7,7 @@ from django.core.exceptions import ValidationError
 from django.utils import timezone
 
 from maintenance_tasks import Processor
-from maintenance_tasks.models import Run, Schedule, SchedulerState, ScheduleSource, Task
+from maintenance_tasks.models import DeployRecord, Run, Schedule, SchedulerState, ScheduleSource, Task
 from maintenance_tasks.registry import path_of, registry
 from maintenance_tasks.scheduling import (
     cron_error,
@@ -287,6 +287,17 @@ def test_prune_deletes_old_runs_by_status_and_keeps_each_tasks_latest(settings):
     kept = set(Run.objects.values_list("pk", flat=True))
     assert kept == {recent_ok.pk, old_error.pk, old_cancelled.pk, latest.pk, only.pk, active.pk}
     assert old_ok.pk not in kept and ancient_error.pk not in kept
+
+
+def test_prune_keeps_the_run_the_deploy_hook_counts(settings):
+    settings.MAINTENANCE_TASKS = {"RETENTION": {"succeeded": 10}}
+    task = TaskFactory(processor=INCREMENT, config={})
+    counted = ended(task, S.SUCCEEDED, 40)
+    other = ended(task, S.SUCCEEDED, 30)
+    ended(task, S.ERRORED, 20)  # a later manual run: the task's latest
+    DeployRecord.objects.create(task=task, run=counted)
+    assert prune_runs(T0)["succeeded"] == 1
+    assert Run.objects.filter(pk=counted.pk).exists() and not Run.objects.filter(pk=other.pk).exists()
 
 
 def test_the_scheduler_prunes_once_a_day(settings):

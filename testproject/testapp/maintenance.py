@@ -241,3 +241,27 @@ class RecordStackDepth(Processor):
 
     def process(self, item):
         Seen.objects.create(value=str(len(traceback.extract_stack())))
+
+
+class DeployOnce(Processor):
+    """Run once by the deploy hook: record one row per item; errors while a "deploy:fail" row exists."""
+
+    run_on_deploy = "once"
+    items: int = 3
+
+    def collection(self):
+        return range(self.items)
+
+    def process(self, item):
+        if Seen.objects.filter(value="deploy:fail").exists():
+            raise Boom("told to fail")
+        Seen.objects.create(value=f"deploy-once:{item}")
+
+
+class DeployAlways(Processor):
+    """Run by every deploy: record one row."""
+
+    run_on_deploy = "always"
+
+    def process(self):
+        Seen.objects.create(value="deploy-always")

@@ -6,7 +6,8 @@ Uses the demo Article table (seeded to N rows) and CountTitleWords over all of i
 - rows/s of one run in the foreground (run_maintenance_task) and through one db_worker, and the ratio;
 - seconds from Runner.run() returning to the run's first item processed, with an idle worker;
 - seconds from kill -9 of the worker performing a run to the run going on in another worker;
-- seconds from SIGTERM to worker exit with a run in progress (db_worker; rqworker with --rq).
+- seconds from SIGTERM to worker exit with a run in progress (db_worker; with --rq, rqworker with
+  RQ's default Worker and with HerokuWorker).
 """
 
 from __future__ import annotations
@@ -34,9 +35,19 @@ def manage(*args: str, backend: str = "database", **popen) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "manage.py", *args], cwd=ROOT, env=env, **popen)
 
 
-def worker(backend: str = "database", worker_id: str = "bench") -> subprocess.Popen:
+def worker(
+    backend: str = "database", worker_id: str = "bench", worker_class: str = "rq.worker.Worker"
+) -> subprocess.Popen:
     if backend == "rq":
-        args = ("rqworker", "--job-class", "django_tasks_rq.Job", "--with-scheduler", "default")
+        args = (
+            "rqworker",
+            "--job-class",
+            "django_tasks_rq.Job",
+            "--worker-class",
+            worker_class,
+            "--with-scheduler",
+            "default",
+        )
     else:
         args = ("db_worker", "--no-reload", "--no-startup-delay", "--interval", "0.1", "-v0", "--worker-id", worker_id)
     return manage(*args, backend=backend, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -139,20 +150,23 @@ def main() -> None:
 
     if options.rq:
         with override_settings(TASKS={"default": {"BACKEND": "django_tasks_rq.RQBackend"}}):
-            rq = worker("rq")
-            time.sleep(3)
-            run = Runner.run("testproject.demo.maintenance.BackfillSlugs")
-            wait_for(lambda: Run.objects.filter(pk=run.pk, status="running", tick_count__gt=0).exists(), timeout=60)
-            rq.send_signal(signal.SIGTERM)
-            stopped = time.monotonic()
-            rq.wait()
-            print(
-                f"rqworker SIGTERM to exit with a run in progress: {time.monotonic() - stopped:.3f}s "
-                f"(SLICE_SECONDS {SETTINGS['MAINTENANCE_SLICE_SECONDS']}s)"
-            )
-            run.refresh_from_db()
-            print(f"  run {run.pk} is {run.status} after the shutdown")
-            Runner.cancel(run)
+            for worker_class in ("rq.worker.Worker", "rq.worker.HerokuWorker"):
+                rq = worker("rq", worker_class=worker_class)
+                time.sleep(3)
+                run = Runner.run("testproject.demo.maintenance.BackfillSlugs")
+                wait_for(
+                    lambda pk=run.pk: Run.objects.filter(pk=pk, status="running", tick_count__gt=0).exists(), timeout=60
+                )
+                rq.send_signal(signal.SIGTERM)
+                stopped = time.monotonic()
+                rq.wait()
+                print(
+                    f"rqworker --worker-class {worker_class}: SIGTERM to exit with a run in progress: "
+                    f"{time.monotonic() - stopped:.3f}s (SLICE_SECONDS {SETTINGS['MAINTENANCE_SLICE_SECONDS']}s)"
+                )
+                run.refresh_from_db()
+                print(f"  run {run.pk} is {run.status} after the shutdown")
+                Runner.cancel(run)
 
 
 if __name__ == "__main__":

@@ -4,10 +4,7 @@ from typing import Any
 
 from django.core.checks import CheckMessage, Error, Tags, register
 
-from .conf import DEFAULTS, app_settings
-
-#: Settings that are not a number of seconds: each has its own check.
-NOT_SECONDS = {"RETENTION"}
+from .conf import DEFAULTS, SECONDS, app_settings
 
 
 @register(Tags.compatibility)
@@ -30,8 +27,8 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                 id="maintenance_tasks.E002",
             )
         )
-    for key in DEFAULTS:
-        if key not in user or key in NOT_SECONDS:
+    for key in SECONDS:
+        if key not in user:
             continue
         value = user[key]
         if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
@@ -41,12 +38,24 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                     id="maintenance_tasks.E003",
                 )
             )
+    cap = user.get("MAX_CONCURRENT_RUNS")
+    if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
+        errors.append(
+            Error(
+                f"MAINTENANCE_TASKS['MAX_CONCURRENT_RUNS'] must be None or a positive integer, not {cap!r}.",
+                id="maintenance_tasks.E005",
+            )
+        )
     return errors
 
 
 @register(Tags.compatibility)
 def check_processors(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     """Report processors whose parameters cannot be built."""
+    from django.tasks.exceptions import InvalidTaskBackend
+
+    from .exceptions import InvalidRouting
+    from .jobs import slice_task
     from .registry import registry
 
     errors: list[CheckMessage] = []
@@ -55,7 +64,34 @@ def check_processors(app_configs: Any = None, **kwargs: Any) -> list[CheckMessag
             processor.parameters()
         except TypeError as error:
             errors.append(Error(f"{path}: {error}", obj=processor, id="maintenance_tasks.E004"))
+        problem = retry_problem(processor)
+        if problem:
+            errors.append(Error(f"{path}: {problem}", obj=processor, id="maintenance_tasks.E007"))
+        try:
+            slice_task(processor)
+        except InvalidRouting as error:
+            hint = "Add the queue to TASKS[...]['QUEUES'], or change the processor's queue_name or priority."
+            errors.append(Error(str(error), hint=hint, obj=processor, id="maintenance_tasks.E006"))
+        except InvalidTaskBackend:
+            break  # Django's own checks report a TASKS setting it cannot use
     return errors
+
+
+def retry_problem(processor: Any) -> str | None:
+    """Return what is wrong with the processor's retry settings, if anything."""
+    retry_on = processor.retry_on
+    if not isinstance(retry_on, tuple) or not all(
+        isinstance(error, type) and issubclass(error, Exception) for error in retry_on
+    ):
+        return f"retry_on must be a tuple of exception classes, not {retry_on!r}."
+    max_retries = processor.max_retries
+    if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+        return f"max_retries must be a whole number, 0 or more, not {max_retries!r}."
+    for name in ("retry_backoff", "retry_backoff_max"):
+        value = getattr(processor, name)
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            return f"{name} must be a number of seconds, 0 or more, not {value!r}."
+    return None
 
 
 @register(Tags.compatibility)

@@ -15,6 +15,9 @@ DEFAULTS: dict[str, Any] = {
     "SLICE_SECONDS": 60.0,
     # Seconds between plain progress lines of run_maintenance_task when not on a terminal.
     "LOG_INTERVAL": 5.0,
+    # Runs that background executors may perform at the same time, across every worker
+    # and process (None: no limit). Runs beyond it stay enqueued until a slot frees.
+    "MAX_CONCURRENT_RUNS": None,
     # Seconds at most between two scheduler ticks (schedules, stuck runs, retention).
     "SCHEDULER_INTERVAL": 60.0,
     # Seconds a run may stay active before it is flagged as stuck, unless its processor sets
@@ -23,6 +26,17 @@ DEFAULTS: dict[str, Any] = {
     # Days ended runs are kept, by status; None keeps them forever. A task's latest run is always kept.
     "RETENTION": {"succeeded": 30, "cancelled": 30, "errored": 90},
 }
+
+#: The settings that are a positive number of seconds.
+SECONDS = (
+    "TICK_INTERVAL",
+    "STALE_AFTER",
+    "STUCK_AFTER",
+    "SLICE_SECONDS",
+    "LOG_INTERVAL",
+    "SCHEDULER_INTERVAL",
+    "STUCK_RUN_AFTER",
+)
 
 
 class Settings:
@@ -57,6 +71,11 @@ class Settings:
     @property
     def LOG_INTERVAL(self) -> float:  # noqa: N802
         return float(self._get("LOG_INTERVAL"))
+
+    @property
+    def MAX_CONCURRENT_RUNS(self) -> int | None:  # noqa: N802
+        value = self._get("MAX_CONCURRENT_RUNS")
+        return None if value is None else int(value)
 
     @property
     def SCHEDULER_INTERVAL(self) -> float:  # noqa: N802

@@ -20,6 +20,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 from django.db import DatabaseError, connections, transaction
@@ -38,6 +39,10 @@ logger = logging.getLogger(__name__)
 S = RunStatus
 INTERRUPT = "interrupt"
 SLICE = "slice"
+RETRY = "retry"
+#: How the engine retries after an error in the processor's ``retry_on``: wait here (foreground),
+#: or hand the run back to go on in a slice after the delay, or at once (a backend without defer).
+SLEEP, DEFER, AT_ONCE = "sleep", "defer", "at_once"
 
 
 def error_class_name(error: BaseException) -> str:
@@ -92,11 +97,14 @@ class Engine:
         on_progress: Callable[[Run], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
         slice_seconds: float | None = None,
+        retry: str = SLEEP,
     ) -> None:
         self.run = run
         self.on_progress = on_progress or (lambda run: None)
         self.should_stop = should_stop or (lambda: False)
         self.slice_seconds = slice_seconds
+        self.retry = retry
+        self.processor: Processor | None = None
         self.token = 0
         # INTERRUPT, SLICE, or the status of a request (pausing/cancelling)
         self.stop_reason: str | None = None
@@ -112,18 +120,29 @@ class Engine:
         (the token its job was enqueued with); otherwise ConcurrentChange is raised and
         nothing is done.
         """
+        self.claim(claim)
+        return self.work()
+
+    def claim(self, token: int | None = None) -> None:
+        """Move the enqueued run to running under a new attempt token (see ``perform``)."""
         run = self.run
         now = timezone.now()
         run.transition_to(
             S.RUNNING,
-            token=claim,
+            token=token,
             attempt=F("attempt") + 1,
             started_at=run.started_at or now,
             heartbeat_at=now,
+            waiting_since=None,
+            retry_at=None,
             action="start",
         )
         self.token = run.attempt
         record(run, "started", S.ENQUEUED, S.RUNNING, {"source": "engine"}, attempt=self.token)
+
+    def work(self) -> Run:
+        """Work on the claimed run until it ends, stops or its slice is over; return it."""
+        run = self.run
         self.done_count = run.tick_count
         self.last_done: tuple[Batch, int] | None = None
         self.clock = self.last_write = time.monotonic()
@@ -138,22 +157,30 @@ class Engine:
 
     def _perform(self) -> Run:
         run = self.run
-        try:
-            self._work()
-        except StaleAttempt:
-            logger.warning("Run %s was taken over by another executor; attempt %s stops.", run.pk, self.token)
-            run.refresh_from_db()
-            return run
-        except Exception as error:
-            logger.error("Run %s errored: %s: %s", run.pk, error_class_name(error), error)
-            self._settle()
-            self._finish(
-                S.ERRORED,
-                error_class=error_class_name(error),
-                error_message=str(error),
-                backtrace=traceback.format_exc(),
-            )
-            return run
+        while True:
+            try:
+                self._work()
+            except StaleAttempt:
+                logger.warning("Run %s was taken over by another executor; attempt %s stops.", run.pk, self.token)
+                run.refresh_from_db()
+                return run
+            except Exception as error:
+                self._settle()
+                if self._retry(error):
+                    if self.stop_reason is None:
+                        continue  # waited here (foreground): go on from the cursor
+                    if self.stop_reason == RETRY:
+                        return run  # handed back for a later slice
+                    break
+                logger.error("Run %s errored: %s: %s", run.pk, error_class_name(error), error)
+                self._finish(
+                    S.ERRORED,
+                    error_class=error_class_name(error),
+                    error_message=str(error),
+                    backtrace=traceback.format_exc(),
+                )
+                return run
+            break
         if self.stop_reason is None:
             self._finish(S.SUCCEEDED)
         elif self.stop_reason == INTERRUPT:
@@ -164,9 +191,47 @@ class Engine:
             self._finish(S.PAUSED if self.stop_reason == S.PAUSING else S.CANCELLED)
         return run
 
+    def _retry(self, error: Exception) -> bool:
+        """Retry after an error the processor declares in ``retry_on``, while retries are left.
+
+        In the background (``retry`` DEFER or AT_ONCE) the run is handed back as enqueued,
+        to go on from its cursor in a later slice; in the foreground (SLEEP) this executor
+        waits out the delay, still holding the run, and goes on. Each retry is in the audit trail.
+        """
+        run, processor = self.run, self.processor
+        if processor is None or not isinstance(error, processor.retry_on) or run.retries >= processor.max_retries:
+            return False
+        delay = 0.0 if self.retry == AT_ONCE else processor.retry_delay(run.retries)
+        run.retries += 1
+        detail = {
+            "attempt": self.token,
+            "retry": run.retries,
+            "max_retries": processor.max_retries,
+            "delay": round(delay, 3),
+            "error_class": error_class_name(error),
+            "error_message": str(error)[:1000],
+        }
+        logger.warning("Run %s: %s: %s; retry %s of %s in %.1fs.", run.pk, detail["error_class"], error,
+                       run.retries, processor.max_retries, delay)  # fmt: skip
+        if self.retry != SLEEP:
+            self.stop_reason = RETRY
+            retry_at = timezone.now() + timedelta(seconds=delay) if self.retry == DEFER else None
+            self._finish(S.ENQUEUED, retries=run.retries, retry_at=retry_at, event=("retry", detail))
+            return True
+        self._write(retries=run.retries)
+        record(run, "retry", run.status, run.status, {"source": "engine"}, **detail)
+        deadline = time.monotonic() + delay
+        while time.monotonic() < deadline and self.stop_reason is None:
+            time.sleep(min(self.tick_interval, max(0.0, deadline - time.monotonic())))
+            if self.should_stop():
+                self.stop_reason = INTERRUPT
+            else:
+                self._write()  # a heartbeat, and a look for pause/cancel requests
+        return True
+
     def _work(self) -> None:
         run = self.run
-        processor = run.task.build_processor()
+        processor = self.processor = run.task.build_processor()
         source = open_source(processor)
         if run.tick_total is None:
             # The default count() would build the collection again: count the one we have.
@@ -258,8 +323,11 @@ class Engine:
         self.next_tick = self.clock + self.tick_interval
         self.on_progress(run)
 
-    def _finish(self, status: RunStatus, **fields: Any) -> None:
-        """Move the run to where this attempt leaves it, with its last cursor."""
+    def _finish(self, status: RunStatus, *, event: tuple[str, dict[str, Any]] | None = None, **fields: Any) -> None:
+        """Move the run to where this attempt leaves it, with its last cursor.
+
+        ``event`` names the audit entry (and its detail) when the run goes to ``status`` itself.
+        """
         run = self.run
         run.time_running += self._elapsed()
         fields.update(
@@ -279,7 +347,9 @@ class Engine:
                 run.transition_to(target, token=self.token, **fields)
             except ConcurrentChange:
                 continue
-            action = "slice_ended" if target == S.ENQUEUED else target
-            record(run, action, current, target, {"source": "engine"}, attempt=self.token)
+            action, detail = "slice_ended" if target == S.ENQUEUED else target, {"attempt": self.token}
+            if event is not None and target == status:
+                action, detail = event
+            record(run, action, current, target, {"source": "engine"}, **detail)
             self.on_progress(run)
             return

@@ -43,5 +43,9 @@ class RunNotStuck(MaintenanceTaskError):
     """The run has not waited long enough in pausing/cancelling to be forced."""
 
 
+class InvalidRouting(MaintenanceTaskError):
+    """The tasks backend refuses the processor's ``queue_name`` or ``priority``."""
+
+
 class DeployError(MaintenanceTaskError):
     """The deploy hook cannot do what was asked for this processor."""

@@ -112,6 +112,11 @@ class Run(models.Model):
     started_at = models.DateTimeField(_("started"), null=True, blank=True)
     ended_at = models.DateTimeField(_("ended"), null=True, blank=True)
     heartbeat_at = models.DateTimeField(_("last heartbeat"), null=True, blank=True)
+    # Set while an enqueued run waits for a free slot under MAX_CONCURRENT_RUNS (first come, first served).
+    waiting_since = models.DateTimeField(_("waiting for a slot since"), null=True, blank=True)
+    # Retries after errors in the processor's retry_on, and when the next one is due (if deferred).
+    retries = models.PositiveIntegerField(_("retries"), default=0)
+    retry_at = models.DateTimeField(_("retry at"), null=True, blank=True)
     # When the scheduler flagged the run as stuck (active longer than expected): once per run.
     stuck_flagged_at = models.DateTimeField(_("flagged stuck"), null=True, blank=True)
     time_running = models.FloatField(_("time running (s)"), default=0.0)
@@ -226,6 +231,30 @@ class Run(models.Model):
         from .runner import Runner
 
         return Runner.cancel(self, actor=actor)
+
+
+class Lock(models.Model):
+    """A named row that a transaction updates first to take turns with other processes.
+
+    An UPDATE locks the row until commit on PostgreSQL and MySQL, and takes the write lock
+    on SQLite, so a check made after it cannot race with the same check elsewhere.
+    """
+
+    name = models.CharField(primary_key=True, max_length=64)
+    taken_at = models.DateTimeField(null=True)
+
+    class Meta:
+        default_permissions = ()
+
+    def __str__(self) -> str:
+        return self.name
+
+    @classmethod
+    def take(cls, name: str) -> None:
+        """Hold the lock ``name`` until the current transaction ends."""
+        if not cls.objects.filter(name=name).update(taken_at=timezone.now()):
+            cls.objects.get_or_create(name=name)
+            cls.objects.filter(name=name).update(taken_at=timezone.now())
 
 
 class ScheduleSource(models.TextChoices):

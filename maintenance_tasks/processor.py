@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import enum
 import json
+import random
 import types
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -219,6 +220,18 @@ class Processor:
     atomic: ClassVar[bool] = True
     #: Columns, unique together, that order a QuerySet collection (default: the primary key).
     cursor_columns: ClassVar[tuple[str, ...] | None] = None
+    #: The ``django.tasks`` queue its background slices go to (None: the default queue). It must
+    #: be one of the backend's ``QUEUES``; start workers for it (``db_worker --queue-name heavy``).
+    queue_name: ClassVar[str | None] = None
+    #: The priority of its slices, from -100 to 100 (None: the default), where the backend has priorities.
+    priority: ClassVar[int | None] = None
+    #: Errors after which the run goes on from its cursor after a delay, instead of erroring.
+    retry_on: ClassVar[tuple[type[Exception], ...]] = ()
+    #: Retries over the whole run; the error after the last one leaves the run errored.
+    max_retries: ClassVar[int] = 3
+    #: Seconds before the first retry, doubled for each next one (with jitter), at most ``retry_backoff_max``.
+    retry_backoff: ClassVar[float] = 1.0
+    retry_backoff_max: ClassVar[float] = 600.0
     #: A cron expression (5 fields, in settings.TIME_ZONE): run with the default config on it.
     schedule: ClassVar[str | None] = None
     #: How long a run may stay active before it is flagged as stuck (a timedelta or seconds);
@@ -326,6 +339,16 @@ class Processor:
     def process_batch(self, items: Iterable[Any]) -> None:
         """Process a whole batch; override it to work on batches (a QuerySet for QuerySets)."""
         raise NotImplementedError
+
+    @classmethod
+    def retry_delay(cls, retries: int) -> float:
+        """Return the seconds to wait before the retry that follows ``retries`` retries.
+
+        Exponential, capped at ``retry_backoff_max``, with jitter: a random point in the
+        upper half, so that runs failing together do not retry together.
+        """
+        ceiling = min(cls.retry_backoff_max, cls.retry_backoff * 2**retries)
+        return random.uniform(ceiling / 2, ceiling)  # noqa: S311 (jitter, not cryptography)
 
     @classmethod
     def description(cls) -> str:

@@ -16,6 +16,7 @@ from .exceptions import ConcurrentChange, InvalidTransition, RunAlreadyActive, R
 from .models import Run, Task, record
 from .processor import Processor
 from .registry import registry
+from .slots import release
 from .status import RESUMABLE_STATUSES, RunStatus
 
 S = RunStatus
@@ -71,7 +72,10 @@ class Runner:
         metadata: dict[str, Any] | None = None,
     ) -> Run:
         """Validate, then save an enqueued run without handing it to any executor."""
+        from .jobs import slice_task
+
         path = registry.path_of(processor)
+        slice_task(registry.get(path))  # a queue the backend refuses is an error now, not at commit
         canonical = registry.get(path).from_config(config).config
         metadata = metadata if metadata is not None else local_actor("python")
         with transaction.atomic():
@@ -94,10 +98,10 @@ class Runner:
         The job carries the run's id and its current attempt token: only one job per token
         can claim the run, so a duplicate does nothing.
         """
-        from .jobs import hand_over
+        from .jobs import hand_over, route
 
-        run_id, attempt = run.pk, run.attempt
-        transaction.on_commit(lambda: hand_over(run_id, attempt))
+        task_, run_id, attempt = route(run), run.pk, run.attempt
+        transaction.on_commit(lambda: hand_over(task_, run_id, attempt))
 
     @staticmethod
     def requeue(run: Run, *, actor: dict[str, Any] | None = None) -> Run:
@@ -128,6 +132,8 @@ class Runner:
             if run.status == S.ENQUEUED:
                 Runner.enqueue(run)
             recovered.append(run)
+        if recovered:
+            release()
         return recovered
 
     # -- requests -------------------------------------------------------------------------
@@ -168,6 +174,10 @@ class Runner:
         can no longer commit. With ``execute=False`` the caller performs it.
         """
         run.refresh_from_db(fields=["status", "heartbeat_at"])
+        if execute:
+            from .jobs import route
+
+            route(run)  # a queue the backend refuses is an error now, before the run moves
         targets = dict(RESUME_TARGETS)
         if run.status == S.RUNNING:
             age = (timezone.now() - run.heartbeat_at).total_seconds() if run.heartbeat_at else None
@@ -228,4 +238,5 @@ class Runner:
             )
         run.transition_to(FORCE_TARGETS[old], attempt=F("attempt") + 1, action="force it")
         record(run, "force", old, run.status, actor, attempt=run.attempt)
+        release()
         return run

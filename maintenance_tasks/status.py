@@ -26,6 +26,7 @@ TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
             S.RUNNING,  # an executor claims it
             S.PAUSED,  # paused before any executor picked it up
             S.CANCELLED,  # cancelled before any executor picked it up
+            S.INTERRUPTED,  # its in-process executor (ImmediateBackend) was told to stop before this slice
         }
     ),
     S.RUNNING: frozenset(
@@ -35,7 +36,7 @@ TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
             S.PAUSING,  # pause requested; the executor stops after its batch
             S.CANCELLING,  # cancel requested; the executor stops after its batch
             S.INTERRUPTED,  # the executor was told to stop (SIGINT/SIGTERM)
-            S.ENQUEUED,  # its executor died (stale heartbeat): hand it to a new one
+            S.ENQUEUED,  # its slice ended, its executor died (stale heartbeat), or an error in retry_on: a new slice
         }
     ),
     S.PAUSING: frozenset(

@@ -90,7 +90,7 @@ _tasks_backend = env.str("TASKS_BACKEND", default="immediate")
 TASKS = {
     "default": {
         "BACKEND": TASK_BACKENDS.get(_tasks_backend, _tasks_backend),
-        "QUEUES": env.list("TASKS_QUEUES", default=["default"]),
+        "QUEUES": env.list("TASKS_QUEUES", default=["default", "heavy"]),
     }
 }
 REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
@@ -101,6 +101,7 @@ MAINTENANCE_TASKS = {
     "STALE_AFTER": env.float("MAINTENANCE_STALE_AFTER", default=60.0),
     "LOG_INTERVAL": env.float("MAINTENANCE_LOG_INTERVAL", default=5.0),
     "SLICE_SECONDS": env.float("MAINTENANCE_SLICE_SECONDS", default=60.0),
+    "MAX_CONCURRENT_RUNS": env.int("MAINTENANCE_MAX_CONCURRENT_RUNS", default=None),
     "SCHEDULER_INTERVAL": env.float("MAINTENANCE_SCHEDULER_INTERVAL", default=60.0),
 }
 

@@ -601,6 +601,27 @@ def test_date_defaults_render_as_values_the_browser_accepts(operator, client):
     assert form["since"].value() == datetime.date(2024, 1, 1)
 
 
+def test_start_to_an_undeclared_queue_is_refused_with_a_message(operator, client, settings):
+    settings.TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend", "QUEUES": ["default"]}}
+    heavy = f"{APP}.HeavyShardBatches"
+    response = client.post(processor_url(heavy), {"param-shard": "0", "param-delay": "0", "_start": "Start"})
+    assert response.status_code == 409
+    [message] = messages_of(response)
+    assert message.startswith(f"{heavy} routes its runs to queue 'heavy' with priority 10")
+    assert not Run.objects.exists()
+
+
+def test_run_page_shows_retries_and_a_wait_for_a_slot(operator, client):
+    now = timezone.now()
+    run = RunFactory(task__processor=INCREMENT, retries=2, retry_at=now, waiting_since=now)
+    html = client.get(run_url(run)).content.decode()
+    assert "Retries:" in html and "next at" in html
+    assert "Waiting for a slot:" in html and "(MAX_CONCURRENT_RUNS)" in html
+    plain = RunFactory(task__processor=INCREMENT, task__config={"delay": 1.0})
+    html = client.get(run_url(plain)).content.decode()
+    assert "Retries:" not in html and "Waiting for a slot:" not in html
+
+
 # -- deploy status ------------------------------------------------------------------------------
 
 DEPLOY_ONCE = f"{APP}.DeployOnce"

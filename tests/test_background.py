@@ -181,3 +181,33 @@ def test_runs_go_on_through_kill_sigterm_and_duplicate_jobs(manage):
     assert actions[actions.index(("requeue", stopped.process.pid)) - 1][0] == "interrupted"
     # Slices took turns: runs were sliced, so every run took several attempts.
     assert all(run.attempt > 1 for run in Run.objects.all())
+
+
+def test_a_heavy_queue_worker_performs_heavy_runs_and_a_default_worker_does_not(manage):
+    if connection.vendor == "mysql" and not connection.features.has_select_for_update_skip_locked:
+        pytest.skip("db_worker needs SELECT ... SKIP LOCKED")
+    Item.objects.bulk_create(Item(value=shard) for shard in range(4) for _ in range(30))
+    tasks = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend", "QUEUES": ["default", "heavy"]}}
+    with override_settings(TASKS=tasks, MAINTENANCE_TASKS=SETTINGS):
+        heavy = [Runner.run("testproject.testapp.maintenance.HeavyShardBatches", {"shard": n}) for n in (0, 1)]
+        light = [Runner.run("testproject.testapp.maintenance.LogShardBatches", {"shard": n}) for n in (2, 3)]
+    workers = {
+        queue: manage(
+            "db_worker", "--no-reload", "--no-startup-delay", "--interval", "0.05", "--queue-name", queue,
+            "--worker-id", f"{queue}-worker", "-v0", **WORKER_ENV,
+        )
+        for queue in ("default", "heavy")
+    }  # fmt: skip
+    try:
+        wait_for(lambda: not Run.objects.active().exists(), timeout=90, interval=0.25)
+    finally:
+        for command in workers.values():
+            command.signal(signal.SIGKILL)
+            command.wait(timeout=30)
+    assert set(Run.objects.values_list("status", flat=True)) == {S.SUCCEEDED}
+    for runs, queue in ((heavy, "heavy"), (light, "default")):
+        for run in runs:
+            jobs = DBTaskResult.objects.filter(task_path=perform_run.module_path, args_kwargs__args__0=run.pk)
+            assert {(job.queue_name, tuple(job.worker_ids)) for job in jobs} == {(queue, (f"{queue}-worker",))}
+            pids = set(BatchLog.objects.filter(shard=run.task.config["shard"]).values_list("pid", flat=True))
+            assert pids == {workers[queue].process.pid}

@@ -1,8 +1,12 @@
+import json
 import uuid
 
 import pytest
+from django.core.management import call_command
 from django.db.models import F
 
+from maintenance_tasks import Processor
+from maintenance_tasks.checks import retry_problem
 from maintenance_tasks.engine import Engine
 from maintenance_tasks.models import Run
 from maintenance_tasks.runner import Runner
@@ -205,3 +209,69 @@ def test_a_run_that_is_not_enqueued_is_not_claimed(items):
     with pytest.raises(InvalidTransition):
         Engine(run).perform()
     assert times() == [0] * 25
+
+
+# -- retries -----------------------------------------------------------------------------------
+
+FLAKY = "testproject.testapp.maintenance.FlakyBatches"
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(("failures", "status", "retries"), [(2, RunStatus.SUCCEEDED, 2), (3, RunStatus.ERRORED, 2)])
+def test_errors_in_retry_on_are_retried_from_the_cursor_then_the_run_errors(failures, status, retries, request):
+    items = Item.objects.bulk_create(Item() for _ in range(30))
+    marker = request.node.name
+    run = Runner.run(FLAKY, {"marker": marker, "fail_at": items[15].pk, "failures": failures})
+    assert (run.status, run.retries) == (status, retries)
+    events = list(run.events.filter(action__in=["retry", "errored", "succeeded"]).values_list("action", "detail"))
+    assert [action for action, _ in events] == ["retry", "retry", status]
+    assert [detail["retry"] for _, detail in events[:2]] == [1, 2]
+    assert all(detail["error_class"] == "testproject.testapp.maintenance.Transient" for _, detail in events[:2])
+    assert all(detail["delay"] == 0 for _, detail in events[:2])  # ImmediateBackend: at once
+    # Atomic batches: the failed batch was rolled back each time, the others never redone.
+    expected = [1] * 30 if status == RunStatus.SUCCEEDED else [0] * 20 + [1] * 10
+    assert sorted(Item.objects.values_list("times_processed", flat=True)) == expected
+    if status == RunStatus.ERRORED:
+        assert run.error_class == "testproject.testapp.maintenance.Transient"
+        assert (run.tick_count, json.loads(run.cursor)) == (10, [items[9].pk])
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_foreground_command_waits_out_the_delay_and_goes_on(request):
+    items = Item.objects.bulk_create(Item() for _ in range(30))
+    config = {"marker": request.node.name, "fail_at": items[25].pk, "failures": 2}
+    call_command("run_maintenance_task", FLAKY, "--config", json.dumps(config), verbosity=0)
+    run = Run.objects.get()
+    assert (run.status, run.retries, run.attempt) == (RunStatus.SUCCEEDED, 2, 1)  # one attempt throughout
+    retries = run.events.filter(action="retry")
+    assert [(event.from_status, event.to_status) for event in retries] == [(RunStatus.RUNNING, RunStatus.RUNNING)] * 2
+    assert all(0 < event.detail["delay"] <= 0.002 for event in retries)
+    assert sorted(Item.objects.values_list("times_processed", flat=True)) == [1] * 30
+
+
+def test_retry_delay_grows_exponentially_with_jitter_up_to_the_cap():
+    class Backoff(Processor):
+        retry_backoff = 2.0
+        retry_backoff_max = 50.0
+
+    for retries, ceiling in [(0, 2), (1, 4), (2, 8), (4, 32), (5, 50), (30, 50)]:
+        delays = {Backoff.retry_delay(retries) for _ in range(20)}
+        assert all(ceiling / 2 <= delay <= ceiling for delay in delays), (retries, delays)
+        assert len(delays) > 1  # jitter
+
+
+@pytest.mark.parametrize(
+    ("attributes", "message"),
+    [
+        ({"retry_on": ValueError}, "retry_on must be a tuple of exception classes"),
+        ({"retry_on": (ValueError, "OSError")}, "retry_on must be a tuple of exception classes"),
+        ({"max_retries": -1}, "max_retries must be a whole number"),
+        ({"max_retries": 2.5}, "max_retries must be a whole number"),
+        ({"retry_backoff": "1"}, "retry_backoff must be a number of seconds"),
+        ({"retry_backoff_max": -5}, "retry_backoff_max must be a number of seconds"),
+    ],
+)
+def test_bad_retry_settings_are_a_system_check_error(attributes, message):
+    processor = type("Bad", (Processor,), attributes)
+    assert message in retry_problem(processor)
+    assert retry_problem(type("Good", (Processor,), {"retry_on": (OSError,), "max_retries": 0})) is None

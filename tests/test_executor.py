@@ -1,18 +1,23 @@
 """The background executor in this process: slices, duplicate jobs, recovery of stale runs."""
 
 import datetime
+import os
+import signal
 from io import StringIO
 
 import pytest
 from django.core.management import call_command
+from django.db.models.signals import post_save
 from django.test import override_settings
 from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
 
 from maintenance_tasks import Runner
-from maintenance_tasks.checks import check_settings
-from maintenance_tasks.jobs import perform_run, watchdog
-from maintenance_tasks.models import Run
+from maintenance_tasks.checks import check_processors, check_settings
+from maintenance_tasks.exceptions import InvalidRouting
+from maintenance_tasks.jobs import perform_run, slice_task, watchdog
+from maintenance_tasks.models import Run, RunEvent
+from maintenance_tasks.registry import registry
 from maintenance_tasks.status import RunStatus
 from testproject.testapp.models import Item, Seen
 
@@ -165,10 +170,116 @@ def test_watchdog_recovers_and_watches_while_its_attempt_lasts():
         DBTaskResult.objects.all().delete()
         assert watchdog.call(run.pk, 5) == "enqueued again"
         paths = sorted(DBTaskResult.objects.values_list("task_path", flat=True))
-        assert paths == ["maintenance_tasks.jobs.perform_run"]
+        # ... and it watches on, in case that slice waits for a slot (MAX_CONCURRENT_RUNS) or is lost too.
+        assert paths == ["maintenance_tasks.jobs.perform_run", "maintenance_tasks.jobs.watchdog"]
 
 
 @pytest.mark.parametrize("value", [0, -1, "60", True])
 def test_slice_seconds_must_be_a_positive_number(value):
     with override_settings(MAINTENANCE_TASKS={"SLICE_SECONDS": value}):
         assert [error.id for error in check_settings()] == ["maintenance_tasks.E003"]
+
+
+# -- routing: queue_name and priority ----------------------------------------------------------
+
+HEAVY = "testproject.testapp.maintenance.HeavyShardBatches"
+HEAVY_TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend", "QUEUES": ["default", "heavy"]}}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_processor_routes_its_slices_to_its_queue_with_its_priority():
+    Item.objects.bulk_create(Item(value=0) for _ in range(20))
+    with override_settings(TASKS=HEAVY_TASKS), slices():
+        run = Runner.run(HEAVY, {"shard": 0})
+        assert perform_run.call(run.pk, 0) == S.ENQUEUED  # the next slice is routed the same way
+        Runner.run("testproject.testapp.maintenance.LogShardBatches", {"shard": 1})
+    jobs = DBTaskResult.objects.filter(task_path=perform_run.module_path)
+    routes = {(job.args_kwargs["args"][0], job.args_kwargs["args"][1], job.queue_name, job.priority) for job in jobs}
+    assert routes == {(run.pk, 0, "heavy", 10), (run.pk, 1, "heavy", 10), (run.pk + 1, 0, "default", 0)}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_undeclared_queue_is_refused_before_anything_is_saved():
+    with override_settings(TASKS=DATABASE_TASKS), pytest.raises(InvalidRouting) as caught:
+        Runner.run(HEAVY, {"shard": 0})
+    assert str(caught.value).startswith(f"{HEAVY} routes its runs to queue 'heavy' with priority 10")
+    assert "declared queues: default" in str(caught.value)
+    assert not Run.objects.exists() and not DBTaskResult.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_resume_to_an_undeclared_queue_is_refused_and_the_run_stays_paused():
+    run = RunFactory(paused=True, task=TaskFactory(processor=HEAVY, config={"shard": 0, "delay": 0.0}))
+    with override_settings(TASKS=DATABASE_TASKS), pytest.raises(InvalidRouting):
+        Runner.resume(run)
+    run.refresh_from_db()
+    assert run.status == S.PAUSED
+
+
+def test_an_undeclared_queue_is_a_system_check_error():
+    with override_settings(TASKS=DATABASE_TASKS):
+        errors = [error for error in check_processors() if error.id == "maintenance_tasks.E006"]
+    assert len(errors) == 1
+    assert errors[0].obj.__name__ == "HeavyShardBatches"
+    assert f"{HEAVY} routes its runs to queue 'heavy'" in errors[0].msg
+    with override_settings(TASKS=HEAVY_TASKS):
+        assert not [error for error in check_processors() if error.id == "maintenance_tasks.E006"]
+
+
+def test_priority_is_left_out_on_a_backend_without_priorities():
+    with override_settings(TASKS={"default": {"BACKEND": "django_tasks_rq.RQBackend", "QUEUES": ["default", "heavy"]}}):
+        routed = slice_task(registry.get(HEAVY))
+    assert (routed.queue_name, routed.priority) == ("heavy", 0)
+
+
+# -- retries in the background -------------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_retry_is_deferred_to_retry_at_and_an_early_job_does_nothing(request):
+    items = Item.objects.bulk_create(Item() for _ in range(20))
+    config = {"marker": request.node.name, "fail_at": items[15].pk, "failures": 1}
+    with override_settings(TASKS=DATABASE_TASKS):
+        run = Runner.run("testproject.testapp.maintenance.SlowRetryBatches", config)
+        before = timezone.now()
+        assert perform_run.call(run.pk, 0) == S.ENQUEUED  # the second batch failed
+        run.refresh_from_db()
+        assert (run.retries, run.attempt, run.tick_count) == (1, 1, 10)
+        assert 30 <= (run.retry_at - before).total_seconds() <= 61  # retry_backoff 60, jitter in the upper half
+        assert slice_jobs(run.pk, 1).get().run_after == run.retry_at
+        event = run.events.get(action="retry")
+        assert (event.from_status, event.to_status, event.detail["retry"]) == (S.RUNNING, S.ENQUEUED, 1)
+
+        assert perform_run.call(run.pk, 1) == "retry later"  # a job that comes early does nothing
+        old = timezone.now() - datetime.timedelta(hours=1)
+        Run.objects.filter(pk=run.pk).update(updated_at=old)
+        assert watchdog.call(run.pk, 1) == "watching"  # not lost: it waits for retry_at
+
+        Run.objects.filter(pk=run.pk).update(retry_at=old)
+        assert perform_run.call(run.pk, 1) == S.SUCCEEDED  # from its cursor
+    run.refresh_from_db()
+    assert run.retry_at is None
+    assert sorted(Item.objects.values_list("times_processed", flat=True)) == [1] * 20
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_signal_between_in_process_slices_leaves_the_run_interrupted_not_stranded():
+    Item.objects.bulk_create(Item() for _ in range(30))
+
+    def sigterm_after_slice(sender, instance, created, **kwargs):
+        if instance.action == "slice_ended":  # the slice is over; the next one is pending in the loop
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    post_save.connect(sigterm_after_slice, sender=RunEvent)
+    try:
+        with slices():
+            run = Runner.run("testproject.testapp.maintenance.IncrementItems")
+    finally:
+        post_save.disconnect(sigterm_after_slice, sender=RunEvent)
+    assert (run.status, run.tick_count) == (S.INTERRUPTED, 10)
+    assert actions(run)[-2:] == ["slice_ended", "interrupted"]
+    with slices():
+        Runner.resume(run)
+    run.refresh_from_db()
+    assert run.status == S.SUCCEEDED
+    assert sorted(Item.objects.values_list("times_processed", flat=True)) == [1] * 30

@@ -189,6 +189,47 @@ class LogShardBatches(Processor):
         )
 
 
+class Transient(Exception):
+    pass
+
+
+#: Failures so far of FlakyBatches, by marker (tests run it in their own process).
+FAILURES: dict[str, int] = {}
+
+
+class FlakyBatches(Processor):
+    """Add one to every item's counter, one UPDATE per batch; the batch holding item ``fail_at``
+    fails with Transient its first ``failures`` times."""
+
+    batch_size = 10
+    retry_on = (Transient,)
+    max_retries = 2
+    retry_backoff = 0.001
+    marker: str
+    fail_at: int
+    failures: int = 1
+
+    def collection(self):
+        return Item.objects.all()
+
+    def process_batch(self, items):
+        items.update(times_processed=F("times_processed") + 1)
+        if items.filter(pk=self.fail_at).exists() and FAILURES.get(self.marker, 0) < self.failures:
+            FAILURES[self.marker] = FAILURES.get(self.marker, 0) + 1
+            raise Transient(f"batch with item {self.fail_at} failed ({FAILURES[self.marker]})")
+
+
+class SlowRetryBatches(FlakyBatches):
+    retry_backoff = 60.0
+
+
+class HeavyShardBatches(LogShardBatches):
+    """LogShardBatches on the ``heavy`` queue, at a high priority."""
+
+    queue_name = "heavy"
+    priority = 10
+
+
 class RecordStackDepth(Processor):
     """Record the depth of the call stack for each of ``n`` items, one item per batch."""
 

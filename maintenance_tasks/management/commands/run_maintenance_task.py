@@ -18,6 +18,7 @@ from maintenance_tasks.exceptions import MaintenanceTaskError
 from maintenance_tasks.models import Run
 from maintenance_tasks.progress import ProgressBar, ProgressLog, describe
 from maintenance_tasks.runner import Runner, local_actor
+from maintenance_tasks.slots import release
 from maintenance_tasks.status import RunStatus
 
 BAD_INPUT, ERRORED, STOPPED = 2, 1, 3
@@ -152,6 +153,7 @@ class Command(BaseCommand):
             raise CommandError(str(error), returncode=STOPPED) from None
         finally:
             progress.close()
+        release()  # the slot this run held (MAX_CONCURRENT_RUNS) goes to a run waiting for one
         if run.status == RunStatus.SUCCEEDED:
             if verbosity:
                 self.stdout.write(self.style.SUCCESS(f"{describe(run)}. Succeeded in {run.time_running:.1f}s."))

@@ -13,7 +13,7 @@ from django.db.models import F
 
 from maintenance_tasks import Processor
 
-from .models import BatchLog, CodeItem, Item, RankedItem, Seen, UUIDItem
+from .models import BatchLog, BenchRow, CodeItem, Item, RankedItem, Seen, UUIDItem
 
 
 class Boom(Exception):
@@ -224,3 +224,44 @@ class DeployAlways(Processor):
 
     def process(self):
         Seen.objects.create(value="deploy-always")
+
+
+# -- the processors bench/engine.py compares with hand-written loops ------------------------
+
+
+class BenchWalk(Processor):
+    """Walk BenchRow rows up to ``upto`` and do nothing: the engine's own cost."""
+
+    atomic = False  # nothing to commit: measures the walk, cursor saved once per tick
+    upto: int
+
+    def collection(self):
+        return BenchRow.objects.filter(pk__lte=self.upto)
+
+    def process(self, item):
+        pass
+
+
+class BenchSave(Processor):
+    """Add one to each row's counter with save(), atomic batches."""
+
+    upto: int
+
+    def collection(self):
+        return BenchRow.objects.filter(pk__lte=self.upto)
+
+    def process(self, item):
+        item.counter += 1
+        item.save(update_fields=["counter"])
+
+
+class BenchUpdate(Processor):
+    """Add one to each row's counter with one UPDATE per batch, atomic batches."""
+
+    upto: int
+
+    def collection(self):
+        return BenchRow.objects.filter(pk__lte=self.upto)
+
+    def process_batch(self, items):
+        items.update(counter=F("counter") + 1)

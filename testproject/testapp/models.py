@@ -62,3 +62,13 @@ class BatchLog(models.Model):
 
     def __str__(self) -> str:
         return f"shard {self.shard} from {self.first_pk}"
+
+
+class BenchRow(models.Model):
+    """The table bench/engine.py seeds and walks: a counter to update and some text to load."""
+
+    counter = models.IntegerField(default=0)
+    text = models.TextField(default="")
+
+    def __str__(self) -> str:
+        return f"BenchRow {self.pk}"

@@ -29,7 +29,6 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
-BATCH = 100  # Processor.batch_size's default: the hand-written loops use the same
 PROCESSORS = "testproject.testapp.maintenance"
 DEFAULT_POSTGRESQL = "postgres://postgres@127.0.0.1:5432/bench"
 
@@ -43,6 +42,9 @@ def parse_args() -> argparse.Namespace:
         default=100_000,
         help="rows the per-row save() case processes, from the first (default 100,000; at most --rows)",
     )
+    parser.add_argument(
+        "--batch-size", type=int, default=100, help="rows per batch on both sides (default 100, as Processor's)"
+    )
     parser.add_argument("--rounds", type=int, default=3, help="best of this many rounds per side (default 3)")
     parser.add_argument("--database", choices=("sqlite", "postgresql", "both"), default="both")
     parser.add_argument(
@@ -51,7 +53,7 @@ def parse_args() -> argparse.Namespace:
         help=f"PostgreSQL URL of the bench database, created and dropped (default {DEFAULT_POSTGRESQL})",
     )
     options = parser.parse_args()
-    for name in ("rows", "save_rows", "rounds"):
+    for name in ("rows", "save_rows", "batch_size", "rounds"):
         if getattr(options, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be 1 or more")
     options.save_rows = min(options.save_rows, options.rows)
@@ -64,6 +66,7 @@ def main() -> None:
         # One process per database: Django settings are read once per process.
         for database in ("sqlite", "postgresql"):
             argv = ["--rows", str(options.rows), "--save-rows", str(options.save_rows)]
+            argv += ["--batch-size", str(options.batch_size)]
             argv += ["--rounds", str(options.rounds), "--postgresql", options.postgresql, "--database", database]
             code = subprocess.call([sys.executable, __file__, *argv])
             if code:
@@ -149,14 +152,14 @@ def seed(rows: int) -> None:
 # -- the two sides of each case ----------------------------------------------------------
 
 
-def engine_side(name: str, upto: int) -> Callable[[], int]:
+def engine_side(name: str, upto: int, size: int) -> Callable[[], int]:
     """Start a run of the processor as run_maintenance_task does, and perform it here."""
     from maintenance_tasks.engine import Engine
     from maintenance_tasks.runner import Runner, local_actor
     from maintenance_tasks.status import RunStatus
 
     def side() -> int:
-        run = Runner.create(f"{PROCESSORS}.{name}", {"upto": upto}, metadata=local_actor("bench"))
+        run = Runner.create(f"{PROCESSORS}.{name}", {"upto": upto, "batch_size": size}, metadata=local_actor("bench"))
         Engine(run).perform()
         if run.status != RunStatus.SUCCEEDED:
             raise SystemExit(f"{name} run {run.pk} ended {run.status}: {run.error_class} {run.error_message}")
@@ -165,12 +168,12 @@ def engine_side(name: str, upto: int) -> Callable[[], int]:
     return side
 
 
-def hand_walk(upto: int) -> int:
+def hand_walk(upto: int, size: int) -> int:
     from testproject.testapp.models import BenchRow
 
     rows = BenchRow.objects.filter(pk__lte=upto)
     last, done = 0, 0
-    while batch := list(rows.filter(pk__gt=last).order_by("pk")[:BATCH]):
+    while batch := list(rows.filter(pk__gt=last).order_by("pk")[:size]):
         for _row in batch:
             pass
         done += len(batch)
@@ -178,14 +181,14 @@ def hand_walk(upto: int) -> int:
     return done
 
 
-def hand_save(upto: int) -> int:
+def hand_save(upto: int, size: int) -> int:
     from django.db import transaction
 
     from testproject.testapp.models import BenchRow
 
     rows = BenchRow.objects.filter(pk__lte=upto)
     last, done = 0, 0
-    while batch := list(rows.filter(pk__gt=last).order_by("pk")[:BATCH]):
+    while batch := list(rows.filter(pk__gt=last).order_by("pk")[:size]):
         with transaction.atomic():
             for row in batch:
                 row.counter += 1
@@ -195,14 +198,14 @@ def hand_save(upto: int) -> int:
     return done
 
 
-def hand_update(upto: int) -> int:
+def hand_update(upto: int, size: int) -> int:
     from django.db.models import F
 
     from testproject.testapp.models import BenchRow
 
     rows = BenchRow.objects.filter(pk__lte=upto)
     last, done = 0, 0
-    while keys := list(rows.filter(pk__gt=last).order_by("pk").values_list("pk", flat=True)[:BATCH]):
+    while keys := list(rows.filter(pk__gt=last).order_by("pk").values_list("pk", flat=True)[:size]):
         rows.filter(pk__gt=last, pk__lte=keys[-1]).update(counter=F("counter") + 1)
         done += len(keys)
         last = keys[-1]
@@ -242,13 +245,24 @@ def bench(options: argparse.Namespace) -> None:
     version = f"{version // 10000}.{version % 10000}" if version else __import__("sqlite3").sqlite_version
     print(
         f"== {connection.vendor} {version}: {options.rows:,} rows seeded in {time.perf_counter() - started:.1f}s; "
-        f"batch_size {BATCH}, TICK_INTERVAL {app_settings.TICK_INTERVAL}s, best of {options.rounds} rounds",
+        f"batch_size {options.batch_size}, TICK_INTERVAL {app_settings.TICK_INTERVAL}s, best of {options.rounds} rounds",
         flush=True,
     )
+    size = options.batch_size
     cases = [
-        ("walk", options.rows, engine_side("BenchWalk", options.rows), lambda: hand_walk(options.rows)),
-        ("save", options.save_rows, engine_side("BenchSave", options.save_rows), lambda: hand_save(options.save_rows)),
-        ("update", options.rows, engine_side("BenchUpdate", options.rows), lambda: hand_update(options.rows)),
+        ("walk", options.rows, engine_side("BenchWalk", options.rows, size), lambda: hand_walk(options.rows, size)),
+        (
+            "save",
+            options.save_rows,
+            engine_side("BenchSave", options.save_rows, size),
+            lambda: hand_save(options.save_rows, size),
+        ),
+        (
+            "update",
+            options.rows,
+            engine_side("BenchUpdate", options.rows, size),
+            lambda: hand_update(options.rows, size),
+        ),
     ]
     rss_start = peak_rss_mb()
     for name, rows, engine, hand in cases:

@@ -91,6 +91,11 @@ class IncrementRankedItems(Processor):
         RankedItem.objects.filter(pk=item.pk).update(times_processed=F("times_processed") + 1)
 
 
+class IncrementRankedItemsInBatches(IncrementRankedItems):
+    def process_batch(self, items):
+        items.update(times_processed=F("times_processed") + 1)
+
+
 class RecordList(Processor):
     """Record each string of a list."""
 
@@ -234,6 +239,7 @@ class BenchWalk(Processor):
 
     atomic = False  # nothing to commit: measures the walk, cursor saved once per tick
     upto: int
+    batch_size: int = 100  # a parameter here, so that the bench can vary it
 
     def collection(self):
         return BenchRow.objects.filter(pk__lte=self.upto)
@@ -246,6 +252,7 @@ class BenchSave(Processor):
     """Add one to each row's counter with save(), atomic batches."""
 
     upto: int
+    batch_size: int = 100
 
     def collection(self):
         return BenchRow.objects.filter(pk__lte=self.upto)
@@ -259,6 +266,7 @@ class BenchUpdate(Processor):
     """Add one to each row's counter with one UPDATE per batch, atomic batches."""
 
     upto: int
+    batch_size: int = 100
 
     def collection(self):
         return BenchRow.objects.filter(pk__lte=self.upto)

@@ -134,3 +134,20 @@ def test_cursor_columns_with_process_batch_resume():
     run = Engine(run).perform()
     assert run.status == RunStatus.SUCCEEDED and run.tick_count == 9
     assert times(RankedItem) == [1] * 9
+
+
+@pytest.mark.parametrize(("name", "done"), [("IncrementItemsAutocommit", 1), ("IncrementItems", 10)])
+def test_a_slice_ends_after_the_item_or_batch_that_crosses_it(items, name, done):
+    run = perform(name, slice_seconds=1e-9)
+    assert run.status == RunStatus.ENQUEUED
+    assert (run.tick_count, run.cursor) == (done, f"[{items[done - 1].pk}]")
+    assert times() == [1] * done + [0] * (25 - done)
+    assert Run.objects.values_list("tick_count", "cursor").get(pk=run.pk) == (done, run.cursor)
+
+
+def test_autocommit_asks_should_stop_once_per_item(items, settings):
+    settings.MAINTENANCE_TASKS = {"TICK_INTERVAL": 0}  # and checkpoints after every item
+    calls = StopAfter(10**6)
+    run = perform("IncrementItemsAutocommit", should_stop=calls)
+    assert run.status == RunStatus.SUCCEEDED and run.tick_count == 25
+    assert calls.calls == 25

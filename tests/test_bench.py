@@ -40,3 +40,6 @@ def test_engine_bench_prints_a_ratio_per_case():
         )
         assert line, f"no {case} line in:\n{result.stdout}"
         assert float(line[1]) > 0 and float(line[2]) > 0
+    assert re.search(
+        r"engine's guarantee .*: [\d,]+ rows/s  ratio \d+\.\d\d  cpu ratio \d+\.\d\d$", result.stdout, re.M
+    )

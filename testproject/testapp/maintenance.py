@@ -234,15 +234,20 @@ class DeployAlways(Processor):
 # -- the processors bench/engine.py compares with hand-written loops ------------------------
 
 
+def bench_rows(upto):
+    """All BenchRow rows, or those up to the key ``upto``."""
+    return BenchRow.objects.all() if upto is None else BenchRow.objects.filter(pk__lte=upto)
+
+
 class BenchWalk(Processor):
-    """Walk BenchRow rows up to ``upto`` and do nothing: the engine's own cost."""
+    """Walk BenchRow rows and do nothing: the engine's own cost."""
 
     atomic = False  # nothing to commit: measures the walk, cursor saved once per tick
-    upto: int
+    upto: int | None = None
     batch_size: int = 100  # a parameter here, so that the bench can vary it
 
     def collection(self):
-        return BenchRow.objects.filter(pk__lte=self.upto)
+        return bench_rows(self.upto)
 
     def process(self, item):
         pass
@@ -251,11 +256,11 @@ class BenchWalk(Processor):
 class BenchSave(Processor):
     """Add one to each row's counter with save(), atomic batches."""
 
-    upto: int
+    upto: int | None = None
     batch_size: int = 100
 
     def collection(self):
-        return BenchRow.objects.filter(pk__lte=self.upto)
+        return bench_rows(self.upto)
 
     def process(self, item):
         item.counter += 1
@@ -265,11 +270,11 @@ class BenchSave(Processor):
 class BenchUpdate(Processor):
     """Add one to each row's counter with one UPDATE per batch, atomic batches."""
 
-    upto: int
+    upto: int | None = None
     batch_size: int = 100
 
     def collection(self):
-        return BenchRow.objects.filter(pk__lte=self.upto)
+        return bench_rows(self.upto)
 
     def process_batch(self, items):
         items.update(counter=F("counter") + 1)

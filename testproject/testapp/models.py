@@ -72,3 +72,12 @@ class BenchRow(models.Model):
 
     def __str__(self) -> str:
         return f"BenchRow {self.pk}"
+
+
+class BenchCursor(models.Model):
+    """Where bench/engine.py's hand-written loop with the engine's guarantee records its cursor."""
+
+    cursor = models.TextField(default="")
+
+    def __str__(self) -> str:
+        return self.cursor

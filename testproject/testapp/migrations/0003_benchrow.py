@@ -15,4 +15,11 @@ class Migration(migrations.Migration):
                 ("text", models.TextField(default="")),
             ],
         ),
+        migrations.CreateModel(
+            name="BenchCursor",
+            fields=[
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("cursor", models.TextField(default="")),
+            ],
+        ),
     ]

@@ -109,19 +109,29 @@ class QuerySetSource(Source):
     def count(self) -> int:
         return self.collection.count()
 
+    def _bounds(self, after: list[Any] | None, last: list[Any] | None) -> Q:
+        """Select the rows after the key ``after`` (if any) up to and including ``last`` (if any)."""
+        columns = self.columns
+        if len(columns) == 1:
+            bounds = {} if after is None else {f"{columns[0]}__gt": after[0]}
+            if last is not None:
+                bounds[f"{columns[0]}__lte"] = last[0]
+            return Q(**bounds)
+        q = Q() if after is None else _keyset_q(columns, after, "gt", "gt")
+        return q if last is None else q & _keyset_q(columns, last, "lt", "lte")
+
     def batches(self, cursor: str | None, *, whole: bool) -> Iterator[Batch]:
         after = json.loads(cursor) if cursor else None
         size, columns, attnames = self.batch_size, self.columns, self.attnames
         while True:
-            page = self.ordered if after is None else self.ordered.filter(_keyset_q(columns, after, "gt", "gt"))
+            page = self.ordered if after is None else self.ordered.filter(self._bounds(after, None))
             if whole:
                 keys = list(page.values_list(*columns)[:size])
                 if not keys:
                     return
                 last = list(keys[-1])
-                items = self.ordered.filter(_keyset_q(columns, last, "lt", "lte"))
-                if after is not None:
-                    items = items.filter(_keyset_q(columns, after, "gt", "gt"))
+                # One filter() per batch: building QuerySets is a good part of a batch's cost.
+                items = self.ordered.filter(self._bounds(after, last))
                 yield Batch(items, len(keys), lambda i, keys=keys: encode_key(keys[i]))
                 count = len(keys)
             else:

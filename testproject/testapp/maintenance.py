@@ -13,7 +13,7 @@ from django.db.models import F
 
 from maintenance_tasks import Processor
 
-from .models import BatchLog, CodeItem, Item, RankedItem, Seen, UUIDItem
+from .models import BatchLog, BenchRow, CodeItem, Item, RankedItem, Seen, UUIDItem
 
 
 class Boom(Exception):
@@ -89,6 +89,11 @@ class IncrementRankedItems(Processor):
 
     def process(self, item):
         RankedItem.objects.filter(pk=item.pk).update(times_processed=F("times_processed") + 1)
+
+
+class IncrementRankedItemsInBatches(IncrementRankedItems):
+    def process_batch(self, items):
+        items.update(times_processed=F("times_processed") + 1)
 
 
 class RecordList(Processor):
@@ -265,3 +270,52 @@ class DeployAlways(Processor):
 
     def process(self):
         Seen.objects.create(value="deploy-always")
+
+
+# -- the processors bench/engine.py compares with hand-written loops ------------------------
+
+
+def bench_rows(upto):
+    """All BenchRow rows, or those up to the key ``upto``."""
+    return BenchRow.objects.all() if upto is None else BenchRow.objects.filter(pk__lte=upto)
+
+
+class BenchWalk(Processor):
+    """Walk BenchRow rows and do nothing: the engine's own cost."""
+
+    atomic = False  # nothing to commit: measures the walk, cursor saved once per tick
+    upto: int | None = None
+    batch_size: int = 100  # a parameter here, so that the bench can vary it
+
+    def collection(self):
+        return bench_rows(self.upto)
+
+    def process(self, item):
+        pass
+
+
+class BenchSave(Processor):
+    """Add one to each row's counter with save(), atomic batches."""
+
+    upto: int | None = None
+    batch_size: int = 100
+
+    def collection(self):
+        return bench_rows(self.upto)
+
+    def process(self, item):
+        item.counter += 1
+        item.save(update_fields=["counter"])
+
+
+class BenchUpdate(Processor):
+    """Add one to each row's counter with one UPDATE per batch, atomic batches."""
+
+    upto: int | None = None
+    batch_size: int = 100
+
+    def collection(self):
+        return bench_rows(self.upto)
+
+    def process_batch(self, items):
+        items.update(counter=F("counter") + 1)

@@ -62,3 +62,22 @@ class BatchLog(models.Model):
 
     def __str__(self) -> str:
         return f"shard {self.shard} from {self.first_pk}"
+
+
+class BenchRow(models.Model):
+    """The table bench/engine.py seeds and walks: a counter to update and some text to load."""
+
+    counter = models.IntegerField(default=0)
+    text = models.TextField(default="")
+
+    def __str__(self) -> str:
+        return f"BenchRow {self.pk}"
+
+
+class BenchCursor(models.Model):
+    """Where bench/engine.py's hand-written loop with the engine's guarantee records its cursor."""
+
+    cursor = models.TextField(default="")
+
+    def __str__(self) -> str:
+        return self.cursor

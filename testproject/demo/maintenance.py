@@ -13,9 +13,10 @@ class BackfillSlugs(Processor):
     """Fill in the slug of every article that has none, from its title."""
 
     batch_size = 500
+    redo: bool = False  # also articles that have a slug
 
     def collection(self):
-        return Article.objects.filter(slug="")
+        return Article.objects.all() if self.redo else Article.objects.filter(slug="")
 
     def process(self, article):
         article.slug = slugify(article.title)[:200] + f"-{article.pk}"

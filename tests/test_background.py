@@ -37,7 +37,7 @@ WORKER_ENV = {
 }
 # Workers per database: SQLite has one writer at a time.
 WORKERS = {"postgresql": 4, "mysql": 2, "sqlite": 1}
-RUNS = {"postgresql": 50, "mysql": 20, "sqlite": 12}
+RUNS = {"postgresql": 50, "mysql": 50, "sqlite": 50}
 
 
 class Pool:

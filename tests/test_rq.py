@@ -35,7 +35,7 @@ pytestmark = [pytest.mark.processes, pytest.mark.django_db(transaction=True)]
 S = RunStatus
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
 QUEUES = ["default", "heavy"]
-RUNS, ITEMS_PER_RUN, WORKERS = 30, 60, 2
+RUNS, ITEMS_PER_RUN, WORKERS = 50, 60, 2
 SETTINGS = {"TICK_INTERVAL": 0.1, "STALE_AFTER": 2.0, "SLICE_SECONDS": 0.1}
 WORKER_ENV = {
     "TASKS_BACKEND": "rq",

@@ -109,7 +109,7 @@ def check_retention(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage
             Error(
                 f"MAINTENANCE_TASKS['RETENTION'] must be a dict of days by status, not {type(retention).__name__}.",
                 hint=f"For example {{'succeeded': 30, 'cancelled': 30, 'errored': 90}}; statuses: {', '.join(known)}.",
-                id="maintenance_tasks.E016",
+                id="maintenance_tasks.E013",
             )
         ]
     errors: list[CheckMessage] = []
@@ -119,7 +119,7 @@ def check_retention(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage
                 Error(
                     f"MAINTENANCE_TASKS['RETENTION'] has an unknown status {status!r}.",
                     hint=f"Ended statuses: {', '.join(known)}.",
-                    id="maintenance_tasks.E016",
+                    id="maintenance_tasks.E013",
                 )
             )
         elif days is not None and (isinstance(days, bool) or not isinstance(days, int | float) or days <= 0):
@@ -127,7 +127,7 @@ def check_retention(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage
                 Error(
                     f"MAINTENANCE_TASKS['RETENTION'][{status!r}] must be a positive number of days or None "
                     f"(keep forever), not {days!r}.",
-                    id="maintenance_tasks.E017",
+                    id="maintenance_tasks.E014",
                 )
             )
     return errors
@@ -146,7 +146,7 @@ def check_schedules(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage
         if processor.schedule is not None:
             if cron_error(processor.schedule):
                 errors.append(
-                    Error(f"{path}: {code_schedule_error(processor)}", obj=processor, id="maintenance_tasks.E013")
+                    Error(f"{path}: {code_schedule_error(processor)}", obj=processor, id="maintenance_tasks.E010")
                 )
             elif error := code_schedule_error(processor):
                 errors.append(
@@ -154,7 +154,7 @@ def check_schedules(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage
                         f"{path}: {error}",
                         hint="Give every parameter a default, or schedule it from the admin with a config.",
                         obj=processor,
-                        id="maintenance_tasks.E014",
+                        id="maintenance_tasks.E011",
                     )
                 )
         duration = processor.expected_duration
@@ -166,7 +166,7 @@ def check_schedules(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage
                 Error(
                     f"{path}: expected_duration must be a positive timedelta or number of seconds, not {duration!r}.",
                     obj=processor,
-                    id="maintenance_tasks.E015",
+                    id="maintenance_tasks.E012",
                 )
             )
     return errors
@@ -188,7 +188,7 @@ def check_deploy(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
                 Error(
                     f'{path}.run_on_deploy must be None, "once" or "always", not {mode!r}.',
                     obj=processor,
-                    id="maintenance_tasks.E010",
+                    id="maintenance_tasks.E008",
                 )
             )
             continue
@@ -206,7 +206,7 @@ def check_deploy(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
                     f"{path} runs on deploy, so it runs with its default parameters, but they are not valid: {detail}",
                     hint="Give every parameter a default, or remove run_on_deploy.",
                     obj=processor,
-                    id="maintenance_tasks.E011",
+                    id="maintenance_tasks.E009",
                 )
             )
     return errors

@@ -32,10 +32,10 @@ def test_defaults_pass(settings):
         ({"TICK_INTERVAL": 0.5, "STALE_AFTER": 30}, []),
         ({"SCHEDULER_INTERVAL": 0}, ["maintenance_tasks.E003"]),
         ({"STUCK_RUN_AFTER": "1h"}, ["maintenance_tasks.E003"]),
-        ({"RETENTION": 30}, ["maintenance_tasks.E016"]),
-        ({"RETENTION": {"paused": 3}}, ["maintenance_tasks.E016"]),
-        ({"RETENTION": {"errored": 0}}, ["maintenance_tasks.E017"]),
-        ({"RETENTION": {"errored": "90"}}, ["maintenance_tasks.E017"]),
+        ({"RETENTION": 30}, ["maintenance_tasks.E013"]),
+        ({"RETENTION": {"paused": 3}}, ["maintenance_tasks.E013"]),
+        ({"RETENTION": {"errored": 0}}, ["maintenance_tasks.E014"]),
+        ({"RETENTION": {"errored": "90"}}, ["maintenance_tasks.E014"]),
         ({"RETENTION": {"errored": None, "succeeded": 7.5}}, []),
     ],
 )
@@ -63,6 +63,6 @@ def test_a_scheduled_processor_that_needs_a_config_or_a_bad_expected_duration_is
     processors = {**registry.processors(), "testproject.testapp.maintenance.NeedsShard": NeedsShard}
     monkeypatch.setattr(registry, "_processors", processors)
     messages = {m.id: m.msg for m in checks.run_checks(tags=[checks.Tags.compatibility]) if m.id.startswith("maint")}
-    assert set(messages) == {"maintenance_tasks.E014", "maintenance_tasks.E015"}
-    assert "shard: This parameter is required." in messages["maintenance_tasks.E014"]
-    assert "expected_duration must be a positive" in messages["maintenance_tasks.E015"]
+    assert set(messages) == {"maintenance_tasks.E011", "maintenance_tasks.E012"}
+    assert "shard: This parameter is required." in messages["maintenance_tasks.E011"]
+    assert "expected_duration must be a positive" in messages["maintenance_tasks.E012"]

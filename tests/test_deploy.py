@@ -431,7 +431,7 @@ def deploy_check_messages(monkeypatch, **classes):
     return [
         message
         for message in checks.run_checks(tags=[checks.Tags.compatibility])
-        if message.id in ("maintenance_tasks.E010", "maintenance_tasks.E011")
+        if message.id in ("maintenance_tasks.E008", "maintenance_tasks.E009")
     ]
 
 
@@ -442,7 +442,7 @@ def test_deploy_processors_of_the_test_project_pass_the_checks(monkeypatch):
 @pytest.mark.parametrize("value", ["sometimes", True, "ONCE", 1])
 def test_an_unknown_run_on_deploy_value_is_reported(monkeypatch, value):
     (message,) = deploy_check_messages(monkeypatch, Odd={"run_on_deploy": value})
-    assert message.id == "maintenance_tasks.E010"
+    assert message.id == "maintenance_tasks.E008"
     assert message.msg == f'{APP}.Odd.run_on_deploy must be None, "once" or "always", not {value!r}.'
 
 
@@ -450,7 +450,7 @@ def test_a_deploy_processor_needing_parameters_is_reported(monkeypatch):
     (message,) = deploy_check_messages(
         monkeypatch, NeedsName={"run_on_deploy": "once", "__annotations__": {"name": str}}
     )
-    assert message.id == "maintenance_tasks.E011"
+    assert message.id == "maintenance_tasks.E009"
     assert message.msg == (
         f"{APP}.NeedsName runs on deploy, so it runs with its default parameters, "
         "but they are not valid: name: This parameter is required."

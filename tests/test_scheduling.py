@@ -206,7 +206,7 @@ def test_a_bad_schedule_in_code_is_a_system_check_error(nightly):
     from django.core import checks
 
     nightly.schedule = "0 3 * *"
-    messages = [m for m in checks.run_checks() if m.id == "maintenance_tasks.E013"]
+    messages = [m for m in checks.run_checks() if m.id == "maintenance_tasks.E010"]
     assert len(messages) == 1 and "5 fields" in messages[0].msg
     assert sync_code_schedules(T0).created == []  # and it is not scheduled
 

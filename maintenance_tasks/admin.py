@@ -24,6 +24,7 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.http import url_has_allowed_host_and_scheme
+from django.utils.text import Truncator
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_POST
@@ -539,9 +540,9 @@ class RunAdmin(ReadOnlyAdmin):
 class ScheduleForm(forms.ModelForm):
     """A schedule with its task: a discovered processor and a config validated by its parameters."""
 
-    processor = forms.ChoiceField(label=gettext_lazy("processor"))
+    processor = forms.ChoiceField(label=gettext_lazy("Processor"))
     config = forms.JSONField(
-        label=gettext_lazy("config"),
+        label=gettext_lazy("Config"),
         required=False,
         initial=dict,
         widget=forms.Textarea(attrs={"rows": 4, "cols": 60}),
@@ -615,7 +616,7 @@ class ScheduleAdmin(admin.ModelAdmin):
     """Schedules: add, change, pause and remove them; code schedules can only be paused."""
 
     form = ScheduleForm
-    list_display = ("task_name", "config_display", "timing", "enabled", "next_run_display", "last_run_link", "source")
+    list_display = ("task_name", "timing", "next_run_display", "enabled", "last_run_link", "source", "config_display")
     list_filter = ("enabled", "source")
     list_select_related = ("task", "last_run")
     search_fields = ("task__processor", "cron")
@@ -645,7 +646,10 @@ class ScheduleAdmin(admin.ModelAdmin):
     def config_display(self, schedule: Schedule) -> str:
         from .models import canonical_json
 
-        return canonical_json(schedule.task.config) if schedule.task.config else "–"
+        if not schedule.task.config:
+            return "–"
+        config = canonical_json(schedule.task.config)
+        return format_html('<span title="{}">{}</span>', config, Truncator(config).chars(40))
 
     @admin.display(description=gettext_lazy("next run"), ordering="next_run_at")
     def next_run_display(self, schedule: Schedule) -> str:

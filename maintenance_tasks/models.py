@@ -305,7 +305,7 @@ class Schedule(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.task} {self.timing}"
+        return f"{self.task.name}, {self.timing}"
 
     @property
     def timing(self) -> str:

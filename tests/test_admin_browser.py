@@ -262,3 +262,32 @@ def test_user_without_permissions_sees_no_buttons_and_forged_post_is_forbidden(l
         assert page.evaluate(forged, [url, csrf, body]) == 403, url
     run.refresh_from_db()
     assert run.status == S.RUNNING and Run.objects.count() == 1
+
+
+def test_add_a_schedule_with_errors_by_field_then_see_its_next_run(login):
+    from playwright.sync_api import expect
+
+    from maintenance_tasks.models import Schedule
+
+    page = login("olga", "view_task", "add_schedule", "change_schedule", "view_schedule")
+    page.goto("/admin/maintenance_tasks/schedule/add/")
+    page.select_option("#id_processor", f"{APP}.EveryType")
+    page.fill("#id_config", '{"limit": "many"}')
+    page.fill("#id_cron", "0 25 * * *")
+    page.get_by_role("button", name="Save", exact=True).click()
+    expect(page.locator(".errornote")).to_be_visible()
+    expect(page.locator(".field-config .errorlist")).to_contain_text("limit: Enter a whole number.")
+    expect(page.locator(".field-config .errorlist")).to_contain_text("name: This parameter is required.")
+    expect(page.locator(".field-cron .errorlist")).to_contain_text("is not a valid cron expression")
+    screenshot(page, "schedule-errors")
+    assert not Schedule.objects.exists()
+
+    page.fill("#id_config", '{"name": "nightly"}')
+    page.fill("#id_cron", "0 3 * * *")
+    page.get_by_role("button", name="Save", exact=True).click()
+    expect(page.locator(".messagelist")).to_contain_text("was added successfully")
+    schedule = Schedule.objects.get()
+    assert schedule.task.processor == f"{APP}.EveryType" and schedule.task.config["name"] == "nightly"
+    assert (schedule.next_run_at.hour, schedule.next_run_at.minute) == (3, 0)  # TIME_ZONE is UTC here
+    expect(page.locator("#result_list")).to_contain_text(schedule.next_run_at.strftime("%Y-%m-%d 03:00"))
+    screenshot(page, "schedules")

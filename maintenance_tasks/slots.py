@@ -63,16 +63,23 @@ def wake(cap: int) -> list[Run]:
 
 
 def hand_back(run: Run) -> None:
-    """After a slice: let waiting runs in and, if this run goes on, put it at the back of the line."""
-    cap = app_settings.MAX_CONCURRENT_RUNS
-    if cap is None:
-        if run.status == S.ENQUEUED:
-            from .runner import Runner
+    """After a slice: let waiting runs in and, if this run goes on, put it at the back of the line.
 
+    A run that is to retry waits for its ``retry_at``, not for a slot: its slice is deferred to
+    then (and joins the line if no slot is free), so that it holds up no run in line meanwhile.
+    """
+    from .runner import Runner
+
+    cap = app_settings.MAX_CONCURRENT_RUNS
+    goes_on = run.status == S.ENQUEUED
+    if cap is None:
+        if goes_on:
             Runner.enqueue(run)
         return
     with turn():
-        if run.status == S.ENQUEUED:
+        if goes_on and run.retry_at is not None and run.retry_at > timezone.now():
+            Runner.enqueue(run)  # on commit, once the lock is released
+        elif goes_on:
             wait(run, run.attempt)
         wake(cap)
 

@@ -7,8 +7,10 @@ import signal
 import pytest
 from django.core.management import call_command
 from django.db import connection
+from django.db.models import Q
 from django.test import override_settings
-from django_tasks_db.models import DBTaskResult
+from django.utils import timezone
+from django_tasks_db.models import DBTaskResult, get_date_max
 
 from maintenance_tasks import Runner
 from maintenance_tasks.checks import check_settings
@@ -31,8 +33,10 @@ def capped(cap, **settings):
 
 
 def next_slice():
-    """Perform the oldest pending slice job, as one worker taking jobs in order would."""
-    job = DBTaskResult.objects.filter(task_path=perform_run.module_path, status="READY").order_by("enqueued_at").first()
+    """Perform the oldest pending slice job that is due, as one worker taking jobs in order would."""
+    due = Q(run_after=get_date_max()) | Q(run_after__lte=timezone.now())
+    jobs = DBTaskResult.objects.filter(due, task_path=perform_run.module_path, status="READY")
+    job = jobs.order_by("enqueued_at").first()
     if job is None:
         return None
     DBTaskResult.objects.filter(pk=job.pk).update(status="SUCCESSFUL")
@@ -75,6 +79,35 @@ def test_runs_beyond_the_cap_take_turns_slice_by_slice():
     order = [shard for (shard,) in BatchLog.objects.order_by("started").values_list("shard")]
     assert order == [0, 1, 2] * 3, order
     assert all(run.events.filter(action="started").count() >= 3 for run in runs)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_run_waiting_out_a_retry_delay_takes_no_place_in_the_line(request):
+    items = Item.objects.bulk_create(Item(value=0) for _ in range(20))
+    busy = RunFactory(running=True, task=TaskFactory(config={"delay": 0.5}))  # holds the only slot
+    config = {"marker": request.node.name, "fail_at": items[15].pk, "failures": 1}
+    with override_settings(TASKS=DATABASE_TASKS), capped(1):
+        flaky = Runner.run("testproject.testapp.maintenance.SlowRetryBatches", config)  # retries after 30-60 s
+        shards = Runner.run(SHARDS, {"shard": 0})
+        assert [next_slice(), next_slice()] == ["waiting", "waiting"]  # in line: flaky, then shards
+        busy.transition_to(S.SUCCEEDED)
+        release()
+        # flaky's first batch, shards' first batch, then flaky's second batch fails: a retry.
+        assert [next_slice(), next_slice(), next_slice()] == [S.ENQUEUED] * 3
+        flaky.refresh_from_db()
+        assert (flaky.retries, flaky.tick_count, flaky.waiting_since) == (1, 10, None)
+        # While flaky waits for retry_at, its deferred slice does not hold up shards, next in line.
+        while next_slice() is not None:
+            pass
+        assert Run.objects.get(pk=shards.pk).status == S.SUCCEEDED
+        flaky.refresh_from_db()
+        assert flaky.status == S.ENQUEUED and flaky.retry_at > timezone.now()
+        assert slice_jobs_due_later(flaky) == 1
+
+
+def slice_jobs_due_later(run):
+    jobs = DBTaskResult.objects.filter(task_path=perform_run.module_path, status="READY", args_kwargs__args__0=run.pk)
+    return jobs.filter(run_after__gt=timezone.now()).exclude(run_after=get_date_max()).count()
 
 
 @pytest.mark.django_db(transaction=True)

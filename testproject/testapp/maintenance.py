@@ -228,6 +228,37 @@ class SlowRetryBatches(FlakyBatches):
     retry_backoff = 60.0
 
 
+class FlakyAcrossProcesses(Processor):
+    """Add one to every item's counter, one UPDATE per batch; the batch holding item ``fail_at``
+    fails with Transient the first ``failures`` times it is reached.
+
+    Each time, the process's id is appended to the file ``tally``: a count kept outside the
+    batch's transaction (rolled back with the batch otherwise) and seen by every process.
+    """
+
+    batch_size = 10
+    retry_on = (Transient,)
+    max_retries = 3
+    retry_backoff = 0.2
+    fail_at: int
+    failures: int
+    tally: str
+
+    def collection(self):
+        return Item.objects.all()
+
+    def process_batch(self, items):
+        items.update(times_processed=F("times_processed") + 1)
+        if not items.filter(pk=self.fail_at).exists():
+            return
+        with open(self.tally, "a+") as tally:
+            tally.seek(0)
+            reached = len(tally.readlines())
+            tally.write(f"{os.getpid()}\n")
+        if reached < self.failures:
+            raise Transient(f"item {self.fail_at} failed, time {reached + 1}")
+
+
 class HeavyShardBatches(LogShardBatches):
     """LogShardBatches on the ``heavy`` queue, at a high priority."""
 

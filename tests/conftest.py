@@ -95,3 +95,16 @@ def _fresh_registry():
 
 def on_sqlite() -> bool:
     return connection.vendor == "sqlite"
+
+
+def active_runs_lines() -> list[str]:
+    """Describe the runs still active, with their audit trails: what a failed process test prints."""
+    from maintenance_tasks.models import Run
+
+    lines = ["Runs still active:"]
+    for run in Run.objects.active():
+        events = list(run.events.values_list("action", "source", "detail__attempt"))
+        lines.append(
+            f"  {run.pk} {run.status} attempt {run.attempt} at {run.tick_count} ({run.heartbeat_at}): {events}"
+        )
+    return lines

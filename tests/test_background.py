@@ -21,7 +21,7 @@ from maintenance_tasks.models import Run, RunEvent
 from maintenance_tasks.status import RunStatus
 from testproject.testapp.models import BatchLog, Item
 
-from .conftest import wait_for
+from .conftest import active_runs_lines, wait_for
 
 pytestmark = [pytest.mark.processes, pytest.mark.django_db(transaction=True)]
 
@@ -93,12 +93,7 @@ def hit_mid_slice(pool, stop, held):
 
 
 def describe_active(pool):
-    lines = ["Runs still active:"]
-    for run in Run.objects.active():
-        events = list(run.events.values_list("action", "source", "detail__attempt"))
-        lines.append(
-            f"  {run.pk} {run.status} attempt {run.attempt} at {run.tick_count} ({run.heartbeat_at}): {events}"
-        )
+    lines = active_runs_lines()
     for job in DBTaskResult.objects.exclude(status="SUCCESSFUL").order_by("enqueued_at"):
         lines.append(f"  job {job.task_path} {job.args_kwargs['args']} {job.status} {job.run_after} {job.worker_ids}")
     for worker_id, err in pool.stop_all().items():

@@ -28,7 +28,7 @@ from maintenance_tasks.models import Run, RunEvent
 from maintenance_tasks.status import RunStatus
 from testproject.testapp.models import BatchLog, Item
 
-from .conftest import ROOT, child_env, wait_for
+from .conftest import ROOT, active_runs_lines, child_env, wait_for
 
 pytestmark = [pytest.mark.processes, pytest.mark.django_db(transaction=True)]
 
@@ -157,12 +157,7 @@ class Pool:
 
 
 def describe_active(pool):
-    lines = ["Runs still active:"]
-    for run in Run.objects.active():
-        events = list(run.events.values_list("action", "source", "detail__attempt"))
-        lines.append(
-            f"  {run.pk} {run.status} attempt {run.attempt} at {run.tick_count} ({run.heartbeat_at}): {events}"
-        )
+    lines = active_runs_lines()
     for worker in pool.workers.values():
         lines.append(f"  {worker.name} (alive: {worker.alive()}): {worker.output()[-3000:]}")
     return "\n".join(lines)

@@ -18,11 +18,11 @@ DEFAULTS: dict[str, Any] = {
     # Runs that background executors may perform at the same time, across every worker
     # and process (None: no limit). Runs beyond it stay enqueued until a slot frees.
     "MAX_CONCURRENT_RUNS": None,
-    # Seconds at most between two scheduler ticks (schedules, stuck runs, retention).
+    # Seconds at most between two scheduler ticks (schedules, overdue runs, retention).
     "SCHEDULER_INTERVAL": 60.0,
-    # Seconds a run may stay active before it is flagged as stuck, unless its processor sets
+    # Seconds a run may stay active before it is flagged as overdue, unless its processor sets
     # ``expected_duration`` (not to be confused with STUCK_AFTER, for force-stopping requests).
-    "STUCK_RUN_AFTER": 6 * 3600.0,
+    "OVERDUE_AFTER": 6 * 3600.0,
     # Days ended runs are kept, by status; None keeps them forever. A task's latest run is always kept.
     "RETENTION": {"succeeded": 30, "cancelled": 30, "errored": 90},
 }
@@ -35,8 +35,10 @@ SECONDS = (
     "SLICE_SECONDS",
     "LOG_INTERVAL",
     "SCHEDULER_INTERVAL",
-    "STUCK_RUN_AFTER",
+    "OVERDUE_AFTER",
 )
+#: Settings renamed before the first release: the old name is a system check error naming the new one.
+RENAMED = {"STUCK_RUN_AFTER": "OVERDUE_AFTER"}
 
 
 class Settings:
@@ -82,8 +84,8 @@ class Settings:
         return float(self._get("SCHEDULER_INTERVAL"))
 
     @property
-    def STUCK_RUN_AFTER(self) -> float:  # noqa: N802
-        return float(self._get("STUCK_RUN_AFTER"))
+    def OVERDUE_AFTER(self) -> float:  # noqa: N802
+        return float(self._get("OVERDUE_AFTER"))
 
     @property
     def RETENTION(self) -> dict[str, float | None]:  # noqa: N802

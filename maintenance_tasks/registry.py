@@ -19,6 +19,11 @@ from .processor import Processor
 MODULE_NAME = "maintenance"
 
 
+def short_name(processor_path: str) -> str:
+    """Return the class name at the end of a processor's dotted path."""
+    return processor_path.rsplit(".", 1)[-1]
+
+
 def path_of(processor: type[Processor]) -> str:
     """Return the dotted path that names a processor class."""
     return f"{processor.__module__}.{processor.__qualname__}"

@@ -18,70 +18,93 @@ class RunStatus(models.TextChoices):
     ERRORED = "errored", _("Errored")
 
 
-S = RunStatus
-
 TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
-    S.ENQUEUED: frozenset(
+    RunStatus.ENQUEUED: frozenset(
         {
-            S.RUNNING,  # an executor claims it
-            S.PAUSED,  # paused before any executor picked it up
-            S.CANCELLED,  # cancelled before any executor picked it up
-            S.INTERRUPTED,  # its in-process executor (ImmediateBackend) was told to stop before this slice
+            RunStatus.RUNNING,  # an executor claims it
+            RunStatus.PAUSED,  # paused before any executor picked it up
+            RunStatus.CANCELLED,  # cancelled before any executor picked it up
+            RunStatus.INTERRUPTED,  # its in-process executor (ImmediateBackend) was told to stop before this slice
         }
     ),
-    S.RUNNING: frozenset(
+    RunStatus.RUNNING: frozenset(
         {
-            S.SUCCEEDED,  # the collection is exhausted
-            S.ERRORED,  # process() raised
-            S.PAUSING,  # pause requested; the executor stops after its batch
-            S.CANCELLING,  # cancel requested; the executor stops after its batch
-            S.INTERRUPTED,  # the executor was told to stop (SIGINT/SIGTERM)
-            S.ENQUEUED,  # its slice ended, its executor died (stale heartbeat), or an error in retry_on: a new slice
+            RunStatus.SUCCEEDED,  # the collection is exhausted
+            RunStatus.ERRORED,  # process() raised
+            RunStatus.PAUSING,  # pause requested; the executor stops after its batch
+            RunStatus.CANCELLING,  # cancel requested; the executor stops after its batch
+            RunStatus.INTERRUPTED,  # the executor was told to stop (SIGINT/SIGTERM)
+            RunStatus.ENQUEUED,  # its slice ended, its executor died (stale heartbeat), or an error in retry_on: a new slice
         }
     ),
-    S.PAUSING: frozenset(
+    RunStatus.PAUSING: frozenset(
         {
-            S.PAUSED,  # the executor stopped after its batch (or died: nothing to wait for)
-            S.SUCCEEDED,  # it finished before it saw the request
-            S.ERRORED,
-            S.CANCELLING,  # cancel overrides a pending pause
+            RunStatus.PAUSED,  # the executor stopped after its batch (or died: nothing to wait for)
+            RunStatus.SUCCEEDED,  # it finished before it saw the request
+            RunStatus.ERRORED,
+            RunStatus.CANCELLING,  # cancel overrides a pending pause
         }
     ),
-    S.PAUSED: frozenset(
+    RunStatus.PAUSED: frozenset(
         {
-            S.ENQUEUED,  # resumed
-            S.CANCELLED,  # cancelled while nothing runs it
+            RunStatus.ENQUEUED,  # resumed
+            RunStatus.CANCELLED,  # cancelled while nothing runs it
         }
     ),
-    S.INTERRUPTED: frozenset(
+    RunStatus.INTERRUPTED: frozenset(
         {
-            S.ENQUEUED,  # resumed
-            S.PAUSED,  # paused while nothing runs it
-            S.CANCELLED,  # cancelled while nothing runs it
+            RunStatus.ENQUEUED,  # resumed
+            RunStatus.PAUSED,  # paused while nothing runs it
+            RunStatus.CANCELLED,  # cancelled while nothing runs it
         }
     ),
-    S.CANCELLING: frozenset(
+    RunStatus.CANCELLING: frozenset(
         {
-            S.CANCELLED,  # the executor stopped after its batch (or died: nothing to wait for)
-            S.SUCCEEDED,  # it finished before it saw the request
-            S.ERRORED,
+            RunStatus.CANCELLED,  # the executor stopped after its batch (or died: nothing to wait for)
+            RunStatus.SUCCEEDED,  # it finished before it saw the request
+            RunStatus.ERRORED,
         }
     ),
-    S.CANCELLED: frozenset(),
-    S.SUCCEEDED: frozenset(),
-    S.ERRORED: frozenset(),
+    RunStatus.CANCELLED: frozenset(),
+    RunStatus.SUCCEEDED: frozenset(),
+    RunStatus.ERRORED: frozenset(),
 }
 
 #: A task has at most one run in these statuses (enforced by the database).
-ACTIVE_STATUSES = frozenset({S.ENQUEUED, S.RUNNING, S.PAUSING, S.PAUSED, S.INTERRUPTED, S.CANCELLING})
+ACTIVE_STATUSES = frozenset({RunStatus.ENQUEUED, RunStatus.RUNNING, RunStatus.PAUSING, RunStatus.PAUSED, RunStatus.INTERRUPTED, RunStatus.CANCELLING})
 #: An executor is (or should be) working on a run in these statuses.
-EXECUTING_STATUSES = frozenset({S.RUNNING, S.PAUSING, S.CANCELLING})
+EXECUTING_STATUSES = frozenset({RunStatus.RUNNING, RunStatus.PAUSING, RunStatus.CANCELLING})
 #: A run can be resumed from these statuses.
-RESUMABLE_STATUSES = frozenset({S.PAUSED, S.INTERRUPTED})
+RESUMABLE_STATUSES = frozenset({RunStatus.PAUSED, RunStatus.INTERRUPTED})
 #: Ended runs: nothing more will happen to them.
-COMPLETED_STATUSES = frozenset({S.CANCELLED, S.SUCCEEDED, S.ERRORED})
+COMPLETED_STATUSES = frozenset({RunStatus.CANCELLED, RunStatus.SUCCEEDED, RunStatus.ERRORED})
 
 
 def can_transition(old: str, new: str) -> bool:
     """Return whether the state machine allows going from ``old`` to ``new``."""
     return RunStatus(new) in TRANSITIONS[RunStatus(old)]
+
+
+# -- requests: what each one does, by the run's current status (current -> new) -----------------
+
+PAUSE_TARGETS = {
+    RunStatus.RUNNING: RunStatus.PAUSING,
+    RunStatus.ENQUEUED: RunStatus.PAUSED,
+    RunStatus.INTERRUPTED: RunStatus.PAUSED,
+}
+CANCEL_TARGETS = {
+    RunStatus.RUNNING: RunStatus.CANCELLING,
+    RunStatus.PAUSING: RunStatus.CANCELLING,
+    RunStatus.ENQUEUED: RunStatus.CANCELLED,
+    RunStatus.PAUSED: RunStatus.CANCELLED,
+    RunStatus.INTERRUPTED: RunStatus.CANCELLED,
+}
+RESUME_TARGETS = dict.fromkeys(RESUMABLE_STATUSES, RunStatus.ENQUEUED)
+#: A run stuck in a request (its executor gone or hung) is forced to where the request leads.
+FORCE_TARGETS = {RunStatus.PAUSING: RunStatus.PAUSED, RunStatus.CANCELLING: RunStatus.CANCELLED}
+#: Where recovery takes a run whose executor went silent for STALE_AFTER.
+RECOVER_TARGETS = {
+    RunStatus.RUNNING: RunStatus.ENQUEUED,
+    RunStatus.PAUSING: RunStatus.PAUSED,
+    RunStatus.CANCELLING: RunStatus.CANCELLED,
+}

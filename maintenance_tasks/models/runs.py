@@ -1,0 +1,298 @@
+"""Run (one execution of a task), its audit trail (RunEvent), and Lock, for taking turns."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import models
+from django.db.models import Case, F, Q, When
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+from ..actors import local_actor
+from ..conf import app_settings
+from ..exceptions import ConcurrentChange, InvalidTransition, RunNotStuck
+from ..status import (
+    ACTIVE_STATUSES,
+    CANCEL_TARGETS,
+    COMPLETED_STATUSES,
+    EXECUTING_STATUSES,
+    FORCE_TARGETS,
+    PAUSE_TARGETS,
+    RESUMABLE_STATUSES,
+    RESUME_TARGETS,
+    RunStatus,
+    can_transition,
+)
+from .tasks import Task
+
+
+class RunQuerySet(models.QuerySet["Run"]):
+    def active(self) -> RunQuerySet:
+        """Return runs that block a new run of their task."""
+        return self.filter(status__in=ACTIVE_STATUSES)
+
+    def completed(self) -> RunQuerySet:
+        """Return runs that have ended."""
+        return self.filter(status__in=COMPLETED_STATUSES)
+
+    def resumable(self) -> RunQuerySet:
+        """Return runs that can be resumed."""
+        return self.filter(status__in=RESUMABLE_STATUSES)
+
+    def executing(self) -> RunQuerySet:
+        """Return runs an executor is (or should be) working on."""
+        return self.filter(status__in=EXECUTING_STATUSES)
+
+    def stale(self, now: Any = None) -> RunQuerySet:
+        """Return executing runs whose executor has not been heard from for STALE_AFTER."""
+        limit = (now or timezone.now()) - timedelta(seconds=app_settings.STALE_AFTER)
+        return self.executing().filter(Q(heartbeat_at__lt=limit) | Q(heartbeat_at__isnull=True))
+
+
+class Run(models.Model):
+    """One execution of a task: its status, cursor, progress, timings and errors."""
+
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="runs", verbose_name=_("task"))
+    status = models.CharField(_("status"), max_length=16, choices=RunStatus, default=RunStatus.ENQUEUED)
+    # The token of the current execution attempt: only the executor holding it may write.
+    attempt = models.PositiveIntegerField(_("attempt"), default=0)
+    cursor = models.TextField(_("cursor"), null=True, blank=True)  # noqa: DJ001 (None: not started)
+    tick_count = models.BigIntegerField(_("processed"), default=0)
+    tick_total = models.BigIntegerField(_("total"), null=True, blank=True)
+    started_at = models.DateTimeField(_("started"), null=True, blank=True)
+    ended_at = models.DateTimeField(_("ended"), null=True, blank=True)
+    heartbeat_at = models.DateTimeField(_("last heartbeat"), null=True, blank=True)
+    # Set while an enqueued run waits for a free slot under MAX_CONCURRENT_RUNS (first come, first served).
+    waiting_since = models.DateTimeField(_("waiting for a slot since"), null=True, blank=True)
+    # Retries after errors in the processor's retry_on, and when the next one is due (if deferred).
+    retries = models.PositiveIntegerField(_("retries"), default=0)
+    retry_at = models.DateTimeField(_("retry at"), null=True, blank=True)
+    # When the scheduler flagged the run as overdue (active longer than expected): once per run.
+    overdue_flagged_at = models.DateTimeField(_("flagged overdue"), null=True, blank=True)
+    time_running = models.FloatField(_("time running (s)"), default=0.0)
+    error_class = models.CharField(_("error class"), max_length=255, blank=True)
+    error_message = models.TextField(_("error message"), blank=True)
+    backtrace = models.TextField(_("backtrace"), blank=True)
+    metadata = models.JSONField(_("metadata"), default=dict, blank=True, encoder=DjangoJSONEncoder)
+    created_at = models.DateTimeField(_("created"), auto_now_add=True, db_index=True)
+    updated_at = models.DateTimeField(_("updated"), auto_now=True)
+    # The task id while the run is active, NULL otherwise: unique, so the database itself
+    # refuses a second active run of a task (a portable partial unique constraint).
+    active_task = models.GeneratedField(
+        expression=Case(When(status__in=sorted(ACTIVE_STATUSES), then=F("task_id")), default=None),
+        output_field=models.BigIntegerField(null=True),
+        db_persist=True,
+        unique=True,
+    )
+
+    objects = RunQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = _("maintenance run")
+        verbose_name_plural = _("maintenance runs")
+        ordering = ["-created_at", "-id"]
+        default_permissions = ("view",)
+        constraints = [
+            models.CheckConstraint(condition=Q(status__in=RunStatus.values), name="maintenance_run_status_valid"),
+        ]
+        indexes = [
+            models.Index(fields=["task", "-created_at"], name="maintenance_run_task_created"),
+            models.Index(fields=["status"], name="maintenance_run_status"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Run {self.pk} of {self.task.name}"
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in ACTIVE_STATUSES
+
+    @property
+    def progress(self) -> float | None:
+        """Return the fraction done, between 0 and 1, or None without a total."""
+        if self.status == RunStatus.SUCCEEDED:
+            return 1.0
+        if not self.tick_total:
+            return None
+        return min(1.0, self.tick_count / self.tick_total)
+
+    @property
+    def rate(self) -> float | None:
+        """Return items per second over the time spent running."""
+        if self.time_running <= 0:
+            return None
+        return self.tick_count / self.time_running
+
+    @property
+    def eta(self) -> timedelta | None:
+        """Return the expected time left, from the rate so far."""
+        rate = self.rate
+        if not rate or self.tick_total is None or self.status in COMPLETED_STATUSES:
+            return None
+        return timedelta(seconds=max(0, self.tick_total - self.tick_count) / rate)
+
+    # -- the one writer of ``status`` -----------------------------------------------------
+
+    def transition_to(self, new: str, *, token: int | None = None, action: str | None = None, **fields: Any) -> None:
+        """Move to ``new`` if the state machine allows it and nobody changed the run meanwhile.
+
+        Raise InvalidTransition (nothing written) if the move is not allowed from the status
+        read, and ConcurrentChange if another process changed the status (or, with
+        ``token``, the attempt) since it was read.
+        """
+        old = self.status
+        if not can_transition(old, new):
+            raise InvalidTransition(self.pk, old, new, action)
+        now = timezone.now()
+        fields.setdefault("updated_at", now)
+        if new in COMPLETED_STATUSES:
+            fields.setdefault("ended_at", now)
+        rows = Run.objects.filter(pk=self.pk, status=old)
+        if token is not None:
+            rows = rows.filter(attempt=token)
+        if not rows.update(status=new, **fields):
+            raise ConcurrentChange(f"Run {self.pk} changed while it was being moved from {old} to {new}.")
+        expressions = [name for name, value in fields.items() if hasattr(value, "resolve_expression")]
+        for name, value in fields.items():
+            if name not in expressions:
+                setattr(self, name, value)
+        self.status = new
+        if expressions:
+            self.refresh_from_db(fields=expressions)
+
+    # -- requests, built on transition_to (starting and resuming enqueue: see runner) --------
+
+    def request(self, action: str, targets: dict[RunStatus, RunStatus], actor: dict[str, Any] | None = None) -> Run:
+        """Move the run along ``targets`` (current status -> new) from the status it has now.
+
+        Raise InvalidTransition when its status has no target, and ConcurrentChange when it
+        kept changing under this request. The change is in the audit trail.
+        """
+        actor = actor or local_actor("python")
+        for _attempt in range(5):
+            self.refresh_from_db(fields=["status", "attempt", "heartbeat_at", "updated_at"])
+            old = self.status
+            if old not in targets:
+                raise InvalidTransition(self.pk, old, "", action)
+            try:
+                self.transition_to(targets[RunStatus(old)], action=action)
+            except ConcurrentChange:
+                continue
+            RunEvent.objects.log(self, action, old, self.status, actor)
+            return self
+        raise ConcurrentChange(f"Run {self.pk} kept changing; try again.")
+
+    def pause(self, *, actor: dict[str, Any] | None = None) -> Run:
+        """Ask the run to pause: at once if nothing runs it, else after the current batch."""
+        return self.request("pause", PAUSE_TARGETS, actor)
+
+    def cancel(self, *, actor: dict[str, Any] | None = None) -> Run:
+        """Ask the run to stop for good: at once if nothing runs it, else after the current batch."""
+        return self.request("cancel", CANCEL_TARGETS, actor)
+
+    def is_stuck(self, now: Any = None) -> bool:
+        """Return whether the run has waited in pausing/cancelling, unchanged, for STUCK_AFTER."""
+        if self.status not in FORCE_TARGETS:
+            return False
+        age = ((now or timezone.now()) - self.updated_at).total_seconds()
+        return age >= app_settings.STUCK_AFTER
+
+    def force_stop(self, *, actor: dict[str, Any] | None = None) -> Run:
+        """Force a run stuck in pausing/cancelling to paused/cancelled without waiting for its executor.
+
+        Only after STUCK_AFTER without any change (RunNotStuck otherwise). The attempt token
+        moves on, so an executor that is still alive can no longer commit nor move the cursor.
+        """
+        actor = actor or local_actor("python")
+        self.refresh_from_db(fields=["status", "attempt", "updated_at"])
+        old = self.status
+        if old not in FORCE_TARGETS:
+            raise InvalidTransition(self.pk, old, "", "force it")
+        if not self.is_stuck():
+            waited = (timezone.now() - self.updated_at).total_seconds()
+            raise RunNotStuck(
+                f"Run {self.pk} has been {old} for {waited:.0f}s: it can be forced only after "
+                f"STUCK_AFTER ({app_settings.STUCK_AFTER:.0f}s)."
+            )
+        self.transition_to(FORCE_TARGETS[RunStatus(old)], attempt=F("attempt") + 1, action="force it")
+        RunEvent.objects.log(self, "force", old, self.status, actor, attempt=self.attempt)
+        return self
+
+    def available_actions(self) -> list[str]:
+        """Return the requests the run's current status allows: pause, resume, cancel, force."""
+        actions = []
+        if self.status in PAUSE_TARGETS:
+            actions.append("pause")
+        if self.status in RESUME_TARGETS:
+            actions.append("resume")
+        if self.status in CANCEL_TARGETS:
+            actions.append("cancel")
+        if self.is_stuck():
+            actions.append("force")
+        return actions
+
+
+class RunEventQuerySet(models.QuerySet["RunEvent"]):
+    def log(
+        self, run: Run, action: str, from_status: str, to_status: str, actor: dict[str, Any] | None, **detail: Any
+    ) -> RunEvent:
+        """Add an entry to the run's audit trail."""
+        actor = actor or {}
+        return self.create(
+            run=run,
+            action=action,
+            from_status=from_status,
+            to_status=to_status,
+            source=str(actor.get("source", ""))[:16],
+            user=str(actor.get("user", ""))[:150],
+            detail={**actor, **detail},
+        )
+
+
+class RunEvent(models.Model):
+    """One entry of a run's audit trail: who did what, when, from where."""
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="events")
+    created_at = models.DateTimeField(auto_now_add=True)
+    action = models.CharField(max_length=32)
+    from_status = models.CharField(max_length=16, blank=True)
+    to_status = models.CharField(max_length=16, blank=True)
+    source = models.CharField(max_length=16, blank=True)  # admin, cli, python, deploy, engine
+    user = models.CharField(max_length=150, blank=True)
+    detail = models.JSONField(default=dict, blank=True, encoder=DjangoJSONEncoder)
+
+    objects = RunEventQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        default_permissions = ()
+
+    def __str__(self) -> str:
+        return f"{self.action} by {self.user or self.source}"
+
+
+class Lock(models.Model):
+    """A named row that a transaction updates first to take turns with other processes.
+
+    An UPDATE locks the row until commit on PostgreSQL and MySQL, and takes the write lock
+    on SQLite, so a check made after it cannot race with the same check elsewhere.
+    """
+
+    name = models.CharField(primary_key=True, max_length=64)
+    taken_at = models.DateTimeField(null=True)
+
+    class Meta:
+        default_permissions = ()
+
+    def __str__(self) -> str:
+        return self.name
+
+    @classmethod
+    def take(cls, name: str) -> None:
+        """Hold the lock ``name`` until the current transaction ends."""
+        if not cls.objects.filter(name=name).update(taken_at=timezone.now()):
+            cls.objects.get_or_create(name=name)
+            cls.objects.filter(name=name).update(taken_at=timezone.now())

@@ -1,5 +1,15 @@
 """Errors raised by maintenance_tasks: one base class, one subclass per kind of refusal."""
 
+from django.core.exceptions import ValidationError
+
+
+def validation_error_text(error: ValidationError) -> str:
+    """Return a ValidationError as one line: ``field: message; other: message`` (or its messages)."""
+    if hasattr(error, "error_dict"):
+        return "; ".join(f"{name}: {' '.join(messages)}" for name, messages in error.message_dict.items())
+    return " ".join(error.messages)
+
+
 
 class MaintenanceTaskError(Exception):
     """Base class of every error this app raises on purpose."""

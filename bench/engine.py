@@ -155,8 +155,9 @@ def seed(rows: int) -> None:
 
 def engine_side(name: str, upto: int | None, size: int) -> Callable[[], int]:
     """Start a run of the processor as run_maintenance_task does, and perform it here."""
+    from maintenance_tasks.actors import local_actor
     from maintenance_tasks.engine import Engine
-    from maintenance_tasks.runner import Runner, local_actor
+    from maintenance_tasks.runner import Runner
     from maintenance_tasks.status import RunStatus
 
     def side() -> int:

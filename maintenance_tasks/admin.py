@@ -35,6 +35,7 @@ from .models import Run, Schedule, ScheduleSource, Task
 from .processor import Processor, to_json
 from .registry import registry
 from .runner import Runner
+from .scheduling import ensure_scheduler
 from .status import COMPLETED_STATUSES, RunStatus
 
 #: The permission each action needs (pause and resume share one).
@@ -124,7 +125,7 @@ def run_state(run: Run, allowed: set[str], *, processor_missing: bool = False) -
     """Return what the pages and the JSON endpoint show of a run's progress, formatted once."""
     progress = run.progress
     eta = run.eta
-    actions = [action for action in Runner.available_actions(run) if action in allowed]
+    actions = [action for action in run.available_actions() if action in allowed]
     if processor_missing and "resume" in actions:
         actions.remove("resume")
     total = f" / {run.tick_total:,}" if run.tick_total is not None else ""
@@ -634,8 +635,6 @@ class ScheduleAdmin(admin.ModelAdmin):
 
     def save_model(self, request: HttpRequest, obj: Schedule, form: Any, change: bool) -> None:
         super().save_model(request, obj, form, change)
-        from .jobs import ensure_scheduler
-
         ensure_scheduler()
 
     @admin.display(description=gettext_lazy("task"), ordering="task__processor")

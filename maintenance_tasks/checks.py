@@ -4,7 +4,7 @@ from typing import Any
 
 from django.core.checks import CheckMessage, Error, Tags, register
 
-from .conf import DEFAULTS, SECONDS, app_settings
+from .conf import DEFAULTS, RENAMED, SECONDS, app_settings
 
 
 @register(Tags.compatibility)
@@ -19,7 +19,15 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
             )
         ]
     errors: list[CheckMessage] = []
-    for key in sorted(set(user) - set(DEFAULTS)):
+    for key in sorted(set(user) & set(RENAMED)):
+        errors.append(
+            Error(
+                f"MAINTENANCE_TASKS[{key!r}] was renamed to {RENAMED[key]!r}.",
+                hint=f"Rename the key to {RENAMED[key]!r}; it means the same.",
+                id="maintenance_tasks.E015",
+            )
+        )
+    for key in sorted(set(user) - set(DEFAULTS) - set(RENAMED)):
         errors.append(
             Error(
                 f"MAINTENANCE_TASKS has an unknown key {key!r}.",
@@ -55,7 +63,7 @@ def check_processors(app_configs: Any = None, **kwargs: Any) -> list[CheckMessag
     from django.tasks.exceptions import InvalidTaskBackend
 
     from .exceptions import InvalidRouting
-    from .jobs import slice_task
+    from .jobs import slice_job
     from .registry import registry
 
     errors: list[CheckMessage] = []
@@ -68,7 +76,7 @@ def check_processors(app_configs: Any = None, **kwargs: Any) -> list[CheckMessag
         if problem:
             errors.append(Error(f"{path}: {problem}", obj=processor, id="maintenance_tasks.E007"))
         try:
-            slice_task(processor)
+            slice_job(processor)
         except InvalidRouting as error:
             hint = "Add the queue to TASKS[...]['QUEUES'], or change the processor's queue_name or priority."
             errors.append(Error(str(error), hint=hint, obj=processor, id="maintenance_tasks.E006"))
@@ -138,8 +146,9 @@ def check_schedules(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage
     """Report processors whose ``schedule`` or ``expected_duration`` cannot be used."""
     from datetime import timedelta
 
+    from .cron import cron_error
     from .registry import registry
-    from .scheduling import code_schedule_error, cron_error
+    from .scheduling import code_schedule_error
 
     errors: list[CheckMessage] = []
     for path, processor in registry.processors().items():

@@ -13,28 +13,31 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from django.db import transaction
+from django.db import models, transaction
 from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
 
 from .exceptions import DeployError, MaintenanceTaskError, RunAlreadyActive
 from .models import DeployRecord, DeployState, Run, Task
 from .processor import Processor
-from .registry import registry
+from .registry import registry, short_name
 from .runner import Runner
 from .scheduling import SyncResult, sync_code_schedules
 from .status import RunStatus
 
-S = RunStatus
 ONCE, ALWAYS = "once", "always"
 MODES = (None, ONCE, ALWAYS)
 
-# What the hook did, or would do, with a processor.
-ENQUEUED = "enqueued"  # started a run
-ACTIVE = "already active"  # a run of the task is active: it goes on (paused ones wait for an operator)
-DONE = "already done"  # a run-once task whose run succeeded
-SKIPPED = "skipped"  # marked done with --skip
-HELD = "held"  # its last run was cancelled, or errored during this deploy: not retried by it
-THIS_DEPLOY = "already started by this deploy"  # "always", same deploy id
+
+class DeployResult(models.TextChoices):
+    """What the hook did, or would do, with a processor; the label is what the hook prints."""
+
+    ENQUEUED = "enqueued", _("enqueued")  # started a run
+    ACTIVE = "active", _("already active")  # a run is active: it goes on (paused ones wait for an operator)
+    DONE = "done", _("already done")  # a run-once task whose run succeeded
+    SKIPPED = "skipped", _("skipped")  # marked done with --skip
+    HELD = "held", _("held")  # its last run was cancelled, or errored during this deploy: not retried by it
+    THIS_DEPLOY = "this_deploy", _("already started by this deploy")  # "always", same deploy id
 
 
 @dataclass
@@ -43,13 +46,13 @@ class Outcome:
 
     path: str
     mode: str
-    result: str
+    result: DeployResult
     run: Run | None = None
     reason: str = ""
 
     @property
     def name(self) -> str:
-        return self.path.rsplit(".", 1)[-1]
+        return short_name(self.path)
 
 
 @dataclass
@@ -73,8 +76,8 @@ class Report:
             # a hook that comes late reports the runs its deploy (by id) started.
             started_by_this_deploy = bool(self.deploy_id) and run.metadata.get("deploy_id") == self.deploy_id
             if (
-                outcome.result in (ENQUEUED, ACTIVE)
-                or (outcome.result == HELD and run.status == S.ERRORED)
+                outcome.result in (DeployResult.ENQUEUED, DeployResult.ACTIVE)
+                or (outcome.result == DeployResult.HELD and run.status == RunStatus.ERRORED)
                 or started_by_this_deploy
             ):
                 runs[run.pk] = run
@@ -86,13 +89,9 @@ def deploy_processors() -> dict[str, type[Processor]]:
     return {path: processor for path, processor in registry.processors().items() if processor.run_on_deploy}
 
 
-def default_config(processor: type[Processor]) -> dict[str, Any]:
-    return processor.from_config({}).config
-
-
 def find_task(path: str) -> Task | None:
     """Return the task a deploy runs for this processor, if it exists (no writes)."""
-    return Task.objects.filter(processor=path, config_digest=Task.digest(default_config(registry.get(path)))).first()
+    return Task.objects.find(path, registry.get(path).default_config())
 
 
 def get_record(path: str) -> DeployRecord:
@@ -102,10 +101,11 @@ def get_record(path: str) -> DeployRecord:
     A new record takes over the task's latest run: a run-once task an operator already ran
     successfully is done.
     """
-    config = default_config(registry.get(path))
-    task, _ = Task.objects.get_or_create(processor=path, config_digest=Task.digest(config), defaults={"config": config})
+    task = Task.objects.for_config(path, registry.get(path).default_config())
     mode = registry.get(path).run_on_deploy or ""
-    record, _ = DeployRecord.objects.get_or_create(task=task, defaults={"run": lambda: latest_run(None, task, mode)})
+    record, _created = DeployRecord.objects.get_or_create(
+        task=task, defaults={"run": lambda: latest_run(None, task, mode)}
+    )
     return record
 
 
@@ -126,14 +126,14 @@ def latest_run(record: DeployRecord | None, task: Task | None, mode: str) -> Run
         runs = task.runs.filter(pk__gte=record.run_id)
     else:
         return None  # reset, or never run
-    succeeded = runs.filter(status=S.SUCCEEDED).first() if mode == ONCE else None
+    succeeded = runs.filter(status=RunStatus.SUCCEEDED).first() if mode == ONCE else None
     return succeeded or runs.first()
 
 
 def decide(
     mode: str, record: DeployRecord | None, run: Run | None, *, deploy_id: str, started_at: datetime
-) -> tuple[str, str]:
-    """Return what a hook does with the task: ``(ENQUEUED, why)`` to start a run, else ``(result, why)``.
+) -> tuple[DeployResult, str]:
+    """Return what a hook does with the task: ``(DeployResult.ENQUEUED, why)`` to start a run, else ``(result, why)``.
 
     A run-once task is done when a run succeeded or it was skipped. After an errored run it
     runs again on the next deploy (as Django's ``migrate`` retries a migration that failed),
@@ -144,27 +144,30 @@ def decide(
     """
     state = record.state if record is not None else DeployState.NEW
     if mode == ONCE and state == DeployState.SKIPPED:
-        return SKIPPED, ""
+        return DeployResult.SKIPPED, ""
     if run is not None and run.is_active:
-        return ACTIVE, f"run {run.pk} {run.status}"
-    if mode == ONCE and (state == DeployState.DONE or (run is not None and run.status == S.SUCCEEDED)):
-        return DONE, f"run {run.pk} succeeded" if run is not None and run.status == S.SUCCEEDED else ""
+        return DeployResult.ACTIVE, f"run {run.pk} {run.status}"
+    if mode == ONCE and (state == DeployState.DONE or (run is not None and run.status == RunStatus.SUCCEEDED)):
+        return (
+            DeployResult.DONE,
+            f"run {run.pk} succeeded" if run is not None and run.status == RunStatus.SUCCEEDED else "",
+        )
     same_deploy = bool(deploy_id) and record is not None and record.deploy_id == deploy_id
     if mode == ALWAYS:
         if same_deploy and run is not None:
-            return THIS_DEPLOY, f"run {run.pk} {run.status}"
-        return ENQUEUED, "runs on every deploy"
+            return DeployResult.THIS_DEPLOY, f"run {run.pk} {run.status}"
+        return DeployResult.ENQUEUED, "runs on every deploy"
     if run is None:
         if state != DeployState.NEW:
-            return ENQUEUED, "its last run is gone"
-        return ENQUEUED, "reset" if record is not None and record.changed_by else "not run yet"
-    if run.status == S.CANCELLED:
-        return HELD, f"run {run.pk} was cancelled; --reset to run it again, or --skip"
-    if run.status == S.ERRORED:
+            return DeployResult.ENQUEUED, "its last run is gone"
+        return DeployResult.ENQUEUED, "reset" if record is not None and record.changed_by else "not run yet"
+    if run.status == RunStatus.CANCELLED:
+        return DeployResult.HELD, f"run {run.pk} was cancelled; --reset to run it again, or --skip"
+    if run.status == RunStatus.ERRORED:
         if same_deploy or (run.ended_at is not None and run.ended_at >= started_at):
-            return HELD, f"run {run.pk} errored during this deploy; the next deploy retries it"
-        return ENQUEUED, f"retry: run {run.pk} errored"
-    return ENQUEUED, f"run {run.pk} {run.status}"
+            return DeployResult.HELD, f"run {run.pk} errored during this deploy; the next deploy retries it"
+        return DeployResult.ENQUEUED, f"retry: run {run.pk} errored"
+    return DeployResult.ENQUEUED, f"run {run.pk} {run.status}"
 
 
 def claim(path: str, mode: str, *, actor: dict[str, Any], deploy_id: str, started_at: datetime) -> Outcome:
@@ -175,15 +178,15 @@ def claim(path: str, mode: str, *, actor: dict[str, Any], deploy_id: str, starte
         record = DeployRecord.objects.select_for_update().get(pk=record.pk)
         run = latest_run(record, record.task, mode)
         result, reason = decide(mode, record, run, deploy_id=deploy_id, started_at=started_at)
-        if result == ENQUEUED:
+        if result == DeployResult.ENQUEUED:
             try:
                 run = Runner.run(path, {}, metadata={**actor, "deploy_id": deploy_id, "reason": reason})
             except RunAlreadyActive as error:  # started by someone else meanwhile
                 run = Run.objects.filter(pk=error.run_id).first()
-                result, reason = ACTIVE, f"run {error.run_id}"
-        if run is not None and run.status == S.SUCCEEDED and mode == ONCE:
+                result, reason = DeployResult.ACTIVE, f"run {error.run_id}"
+        if run is not None and run.status == RunStatus.SUCCEEDED and mode == ONCE:
             record.state = DeployState.DONE
-        elif result == ENQUEUED:
+        elif result == DeployResult.ENQUEUED:
             record.state = DeployState.STARTED
             record.deploy_id = deploy_id
             record.changed_by = actor
@@ -199,13 +202,13 @@ def plan(path: str, mode: str, *, deploy_id: str, started_at: datetime) -> Outco
     record = DeployRecord.objects.filter(task=task).first() if task is not None else None
     run = latest_run(record, task, mode)
     result, reason = decide(mode, record, run, deploy_id=deploy_id, started_at=started_at)
-    return Outcome(path, mode, result, None if result == ENQUEUED else run, reason)
+    return Outcome(path, mode, result, None if result == DeployResult.ENQUEUED else run, reason)
 
 
 def resume_interrupted(actor: dict[str, Any]) -> list[Run]:
     """Resume runs left interrupted (their process was stopped, by this deploy for instance)."""
     resumed = []
-    runs = Run.objects.filter(status=S.INTERRUPTED, task__processor__in=list(registry.processors()))
+    runs = Run.objects.filter(status=RunStatus.INTERRUPTED, task__processor__in=list(registry.processors()))
     for run in runs.select_related("task"):
         try:
             Runner.resume(run, actor=actor)
@@ -228,9 +231,9 @@ def deploy(
     if dry_run:
         report.recovered = list(Run.objects.stale().select_related("task"))
         report.resumed = list(
-            Run.objects.filter(status=S.INTERRUPTED, task__processor__in=list(registry.processors())).select_related(
-                "task"
-            )
+            Run.objects.filter(
+                status=RunStatus.INTERRUPTED, task__processor__in=list(registry.processors())
+            ).select_related("task")
         )
         report.outcomes = [
             plan(path, p.run_on_deploy or "", deploy_id=deploy_id, started_at=started_at)
@@ -249,11 +252,11 @@ def deploy(
 
 #: What --status and the admin call each result, seen between deploys.
 STATE_LABELS = {
-    ENQUEUED: "to run on the next deploy",
-    DONE: "done",
-    SKIPPED: "skipped",
-    ACTIVE: "active",
-    HELD: "held",
+    DeployResult.ENQUEUED: "to run on the next deploy",
+    DeployResult.DONE: "done",
+    DeployResult.SKIPPED: "skipped",
+    DeployResult.ACTIVE: "active",
+    DeployResult.HELD: "held",
 }
 
 
@@ -267,9 +270,9 @@ def status_of(path: str, mode: str) -> tuple[Outcome, DeployRecord | None, Run |
 
 
 def state_label(outcome: Outcome) -> str:
-    if outcome.mode == ALWAYS and outcome.result == ENQUEUED:
+    if outcome.mode == ALWAYS and outcome.result == DeployResult.ENQUEUED:
         return "runs on every deploy"
-    return STATE_LABELS.get(outcome.result, outcome.result)
+    return str(STATE_LABELS.get(outcome.result, outcome.result.label))
 
 
 def status() -> list[tuple[Outcome, DeployRecord | None, Run | None]]:
@@ -295,7 +298,7 @@ def skip(name: str, *, actor: dict[str, Any]) -> str:
             raise DeployError(f"{path} has an active run {run.pk} ({run.status}): cancel it first, then skip.")
         if record.state == DeployState.SKIPPED:
             return f"{path} was already skipped."
-        if run is not None and run.status == S.SUCCEEDED:
+        if run is not None and run.status == RunStatus.SUCCEEDED:
             record.state, record.run = DeployState.DONE, run
             record.save()
             return f"{path} is already done (run {run.pk} succeeded): nothing to skip."

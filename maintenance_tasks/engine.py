@@ -16,28 +16,26 @@ even when one item takes longer than STALE_AFTER.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 import traceback
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-from django.db import DatabaseError, connections, router, transaction
-from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
 from .conf import app_settings
 from .exceptions import ConcurrentChange, StaleAttempt
+from .heartbeat import GuardedWriter, Heartbeat
 from .iteration import Batch, NoCollection, open_source
-from .models import Run, record
+from .models import Run, RunEvent
 from .processor import Processor
 from .status import EXECUTING_STATUSES, RunStatus
 
 logger = logging.getLogger(__name__)
 
-S = RunStatus
 INTERRUPT = "interrupt"
 SLICE = "slice"
 RETRY = "retry"
@@ -49,47 +47,6 @@ SLEEP, DEFER, AT_ONCE = "sleep", "defer", "at_once"
 def error_class_name(error: BaseException) -> str:
     cls = type(error)
     return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
-
-
-def guarded_update_sql(connection: BaseDatabaseWrapper, names: tuple[str, ...]) -> str:
-    """``UPDATE`` the run's fields ``names`` where pk, attempt and status are the parameters after theirs."""
-    quote, meta = connection.ops.quote_name, Run._meta
-    sets = ", ".join(f"{quote(meta.get_field(name).column)} = %s" for name in names)
-    where = " AND ".join(f"{quote(meta.get_field(name).column)} = %s" for name in (meta.pk.name, "attempt", "status"))
-    return f"UPDATE {quote(meta.db_table)} SET {sets} WHERE {where}"  # noqa: S608 (names of the model's own columns)
-
-
-class Heartbeat(threading.Thread):
-    """Keep ``heartbeat_at`` fresh while the engine lives, also during a long item or batch.
-
-    It writes only when the engine itself has not written for a beat, and only while the
-    engine's attempt token is current. It uses its own database connection.
-    """
-
-    def __init__(self, engine: Engine, interval: float) -> None:
-        super().__init__(name=f"heartbeat-run-{engine.run.pk}", daemon=True)
-        self.engine = engine
-        self.interval = interval
-        self.stopped = threading.Event()
-
-    def run(self) -> None:
-        engine = self.engine
-        try:
-            while not self.stopped.wait(self.interval):
-                if time.monotonic() - engine.last_write < self.interval:
-                    continue
-                try:
-                    Run.objects.filter(pk=engine.run.pk, attempt=engine.token, status__in=EXECUTING_STATUSES).update(
-                        heartbeat_at=timezone.now()
-                    )
-                except DatabaseError as error:  # a lock held by a long batch (SQLite): beat again later
-                    logger.warning("Run %s: heartbeat not written (%s).", engine.run.pk, error)
-        finally:
-            connections.close_all()  # this thread's connections only
-
-    def stop(self) -> None:
-        self.stopped.set()
-        self.join()
 
 
 class Engine:
@@ -114,12 +71,16 @@ class Engine:
         self.slice_seconds = slice_seconds
         self.retry = retry
         self.processor: Processor | None = None
-        self.token = 0
+        self.writer = GuardedWriter(run.pk)
         # INTERRUPT, SLICE, or the status of a request (pausing/cancelling)
         self.stop_reason: str | None = None
         self.tick_interval = app_settings.TICK_INTERVAL
         self.last_write = time.monotonic()
-        self._update_sql: dict[tuple[str, tuple[str, ...]], str] = {}
+
+    @property
+    def token(self) -> int:
+        """The attempt token this engine holds the run with (0 until it claims it)."""
+        return self.writer.token
 
     # -- life cycle -----------------------------------------------------------------------
 
@@ -131,14 +92,14 @@ class Engine:
         nothing is done.
         """
         self.claim(claim)
-        return self.work()
+        return self.execute()
 
     def claim(self, token: int | None = None) -> None:
         """Move the enqueued run to running under a new attempt token (see ``perform``)."""
         run = self.run
         now = timezone.now()
         run.transition_to(
-            S.RUNNING,
+            RunStatus.RUNNING,
             token=token,
             attempt=F("attempt") + 1,
             started_at=run.started_at or now,
@@ -147,10 +108,12 @@ class Engine:
             retry_at=None,
             action="start",
         )
-        self.token = run.attempt
-        record(run, "started", S.ENQUEUED, S.RUNNING, {"source": "engine"}, attempt=self.token)
+        self.writer.token = run.attempt
+        RunEvent.objects.log(
+            run, "started", RunStatus.ENQUEUED, RunStatus.RUNNING, {"source": "engine"}, attempt=run.attempt
+        )
 
-    def work(self) -> Run:
+    def execute(self) -> Run:
         """Work on the claimed run until it ends, stops or its slice is over; return it."""
         run = self.run
         self.done_count = run.tick_count
@@ -158,18 +121,20 @@ class Engine:
         self.clock = self.last_write = time.monotonic()
         self.next_tick = self.clock + self.tick_interval
         self.slice_end = None if self.slice_seconds is None else self.clock + self.slice_seconds
-        heartbeat = Heartbeat(self, max(0.05, app_settings.STALE_AFTER / 4))
+        beat = max(0.05, app_settings.STALE_AFTER / 4)
+        heartbeat = Heartbeat(run.pk, lambda: self.writer.token, lambda: self.last_write, beat)
         heartbeat.start()
         try:
-            return self._perform()
+            return self._walk_with_retries()
         finally:
             heartbeat.stop()
 
-    def _perform(self) -> Run:
+    def _walk_with_retries(self) -> Run:
+        """Walk the batches, retrying after the errors the processor allows; leave the run where it stopped."""
         run = self.run
         while True:
             try:
-                self._work()
+                self._walk()
             except StaleAttempt:
                 logger.warning("Run %s was taken over by another executor; attempt %s stops.", run.pk, self.token)
                 run.refresh_from_db()
@@ -184,7 +149,7 @@ class Engine:
                     break
                 logger.error("Run %s errored: %s: %s", run.pk, error_class_name(error), error)
                 self._finish(
-                    S.ERRORED,
+                    RunStatus.ERRORED,
                     error_class=error_class_name(error),
                     error_message=str(error),
                     backtrace=traceback.format_exc(),
@@ -192,13 +157,13 @@ class Engine:
                 return run
             break
         if self.stop_reason is None:
-            self._finish(S.SUCCEEDED)
+            self._finish(RunStatus.SUCCEEDED)
         elif self.stop_reason == INTERRUPT:
-            self._finish(S.INTERRUPTED)
+            self._finish(RunStatus.INTERRUPTED)
         elif self.stop_reason == SLICE:
-            self._finish(S.ENQUEUED)
+            self._finish(RunStatus.ENQUEUED)
         else:
-            self._finish(S.PAUSED if self.stop_reason == S.PAUSING else S.CANCELLED)
+            self._finish(RunStatus.PAUSED if self.stop_reason == RunStatus.PAUSING else RunStatus.CANCELLED)
         return run
 
     def _retry(self, error: Exception) -> bool:
@@ -226,10 +191,10 @@ class Engine:
         if self.retry != SLEEP:
             self.stop_reason = RETRY
             retry_at = timezone.now() + timedelta(seconds=delay) if self.retry == DEFER else None
-            self._finish(S.ENQUEUED, retries=run.retries, retry_at=retry_at, event=("retry", detail))
+            self._finish(RunStatus.ENQUEUED, retries=run.retries, retry_at=retry_at, event=("retry", detail))
             return True
         self._write(retries=run.retries)
-        record(run, "retry", run.status, run.status, {"source": "engine"}, **detail)
+        RunEvent.objects.log(run, "retry", run.status, run.status, {"source": "engine"}, **detail)
         deadline = time.monotonic() + delay
         while time.monotonic() < deadline and self.stop_reason is None:
             time.sleep(min(self.tick_interval, max(0.0, deadline - time.monotonic())))
@@ -239,7 +204,8 @@ class Engine:
                 self._write()  # a heartbeat, and a look for pause/cancel requests
         return True
 
-    def _work(self) -> None:
+    def _walk(self) -> None:
+        """Process the batches after the run's cursor, checkpointing as it goes, until the end or a stop."""
         run = self.run
         processor = self.processor = run.task.build_processor()
         source = open_source(processor)
@@ -339,7 +305,7 @@ class Engine:
         """Write progress fields if this attempt still holds the run; note pause/cancel requests."""
         run = self.run
         fields["heartbeat_at"] = fields["updated_at"] = timezone.now()
-        if self._update_if_running(fields):
+        if self.writer.update_if_running(fields):
             self.last_write = time.monotonic()
             return
         status, attempt = Run.objects.filter(pk=run.pk).values_list("status", "attempt").get()
@@ -348,25 +314,8 @@ class Engine:
         Run.objects.filter(pk=run.pk, attempt=self.token).update(**fields)
         self.last_write = time.monotonic()
         run.status = status
-        if self.stop_reason != S.CANCELLING:
+        if self.stop_reason != RunStatus.CANCELLING:
             self.stop_reason = status
-
-    def _update_if_running(self, fields: dict[str, Any]) -> bool:
-        """Update the run's fields if this attempt holds it and it is running; return whether it did.
-
-        The same as ``Run.objects.filter(pk=..., attempt=token, status=RUNNING).update(**fields)``,
-        with the statement built once per set of fields: a checkpoint follows every atomic
-        batch, and building the ORM query cost as much as running it.
-        """
-        connection = connections[router.db_for_write(Run)]
-        names = tuple(fields)
-        sql = self._update_sql.get((connection.alias, names))
-        if sql is None:
-            sql = self._update_sql[connection.alias, names] = guarded_update_sql(connection, names)
-        params = [Run._meta.get_field(name).get_db_prep_save(value, connection) for name, value in fields.items()]
-        with connection.cursor() as cursor:
-            cursor.execute(sql, [*params, self.run.pk, self.token, S.RUNNING.value])
-            return cursor.rowcount > 0
 
     def _checkpoint(self, cursor: str, tick_count: int) -> None:
         run = self.run
@@ -393,17 +342,19 @@ class Engine:
                 logger.warning("Run %s was taken over; attempt %s leaves it as it is.", run.pk, self.token)
                 return
             target = status
-            if status in (S.INTERRUPTED, S.ENQUEUED, S.PAUSED, S.CANCELLED):
+            if status in (RunStatus.INTERRUPTED, RunStatus.ENQUEUED, RunStatus.PAUSED, RunStatus.CANCELLED):
                 # A request made meanwhile wins over why this executor stopped.
-                target = {S.PAUSING: S.PAUSED, S.CANCELLING: S.CANCELLED}.get(current, status)
+                target = {RunStatus.PAUSING: RunStatus.PAUSED, RunStatus.CANCELLING: RunStatus.CANCELLED}.get(
+                    current, status
+                )
             run.status = current
             try:
                 run.transition_to(target, token=self.token, **fields)
             except ConcurrentChange:
                 continue
-            action, detail = "slice_ended" if target == S.ENQUEUED else target, {"attempt": self.token}
+            action, detail = "slice_ended" if target == RunStatus.ENQUEUED else target, {"attempt": self.token}
             if event is not None and target == status:
                 action, detail = event
-            record(run, action, current, target, {"source": "engine"}, **detail)
+            RunEvent.objects.log(run, action, current, target, {"source": "engine"}, **detail)
             self.on_progress(run)
             return

@@ -11,74 +11,33 @@ a slice enqueues is performed by a loop in the outermost call, never by recursio
 from __future__ import annotations
 
 import logging
-import os
-import signal
 import threading
 from collections import deque
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
+from django.db import transaction
+from django.db.models import F
 from django.tasks import Task, task
 from django.tasks.backends.immediate import ImmediateBackend
 from django.tasks.exceptions import InvalidTask
 from django.utils import timezone
 
+from . import slots
+from .actors import local_actor
 from .conf import app_settings
+from .engine import AT_ONCE, DEFER, INTERRUPT, Engine
 from .exceptions import ConcurrentChange, InvalidRouting, InvalidTransition, UnknownProcessor
-from .models import Run, record
+from .models import Run, RunEvent
 from .processor import Processor
-from .status import EXECUTING_STATUSES, RunStatus
+from .registry import path_of, registry
+from .signals import watchdog_ran
+from .status import EXECUTING_STATUSES, RECOVER_TARGETS, RunStatus
+from .stopping import StopOnSignal
 
 logger = logging.getLogger(__name__)
 
-S = RunStatus
 _local = threading.local()
-
-
-class StopOnSignal:
-    """While a slice runs in the main thread, turn SIGTERM/SIGINT into "stop after this batch".
-
-    The handler the worker had installed is still called, so the worker too knows it is to
-    shut down once the slice returns (db_worker then exits without taking another job). A
-    second signal goes to that handler alone or, if there was none, acts as it would have.
-
-    SIGRTMIN is what RQ's ``HerokuWorker`` sends its work horse on SIGTERM: it too stops the
-    slice after its batch, and is not passed on (that handler would raise into the batch).
-    """
-
-    SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGRTMIN)
-
-    def __init__(self) -> None:
-        self.requested = False
-        self.previous: dict[int, Any] = {}
-
-    def __enter__(self) -> StopOnSignal:
-        if threading.current_thread() is threading.main_thread():
-            for signum in self.SIGNALS:
-                self.previous[signum] = signal.signal(signum, self.handle)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for signum, handler in self.previous.items():
-            signal.signal(signum, handler)
-        self.previous.clear()
-
-    def handle(self, signum: int, frame: Any) -> None:
-        first, self.requested = not self.requested, True
-        if signum == signal.SIGRTMIN:
-            logger.warning("SIGRTMIN (RQ worker shutting down): the current slice stops after its batch.")
-            return
-        previous = self.previous.get(signum)
-        if callable(previous) and previous is not signal.default_int_handler:
-            previous(signum, frame)
-        elif first:
-            logger.warning("%s: the current slice stops after its batch.", signal.Signals(signum).name)
-        else:
-            signal.signal(signum, previous if previous is not None else signal.SIG_DFL)
-            os.kill(os.getpid(), signum)
-
-    def __call__(self) -> bool:
-        return self.requested
 
 
 class _Slices:
@@ -86,10 +45,10 @@ class _Slices:
 
     def __init__(self) -> None:
         self.pending: deque[tuple[Task[Any, Any], int, int]] = deque()
-        self.stop = StopOnSignal()
+        self.stop = StopOnSignal(chain=True)
 
 
-def slice_task(processor: type[Processor] | None) -> Task[Any, Any]:
+def slice_job(processor: type[Processor] | None) -> Task[Any, Any]:
     """Return the slice task routed as the processor asks (queue_name, priority).
 
     Raise InvalidRouting, naming the processor, if the backend refuses its queue or priority.
@@ -110,52 +69,93 @@ def slice_task(processor: type[Processor] | None) -> Task[Any, Any]:
         backend = perform_run.get_backend()
         declared = ", ".join(sorted(backend.queues)) or "any"
         raise InvalidRouting(
-            f"{processor.__module__}.{processor.__qualname__} routes its runs to queue {processor.queue_name!r} "
+            f"{path_of(processor)} routes its runs to queue {processor.queue_name!r} "
             f"with priority {processor.priority!r}, which the tasks backend {backend.alias!r} refuses: {error} "
             f"(declared queues: {declared})"
         ) from None
 
 
 def route(run: Run) -> Task[Any, Any]:
-    """Return the slice task for the run's processor (the default one if it is gone).
+    """Return the slice job for the run's processor (the default one if it is gone).
 
     A run waiting to retry after an error gets a slice deferred to its ``retry_at``.
     """
-    from .registry import registry
-
     try:
-        task_ = slice_task(registry.get(run.task.processor))
+        job = slice_job(registry.get(run.task.processor))
     except UnknownProcessor:
-        task_ = perform_run  # the slice errors the run, naming the missing processor
-    if run.retry_at is not None and run.retry_at > timezone.now() and task_.get_backend().supports_defer:
-        task_ = task_.using(run_after=run.retry_at)
-    return task_
+        job = perform_run  # the slice errors the run, naming the missing processor
+    if run.retry_at is not None and run.retry_at > timezone.now() and job.get_backend().supports_defer:
+        job = job.using(run_after=run.retry_at)
+    return job
 
 
-def runs_in_process(task_: Any) -> bool:
-    """Return whether the task's backend performs a job inside ``enqueue()``."""
-    return isinstance(task_.get_backend(), ImmediateBackend)
+def runs_in_process(job: Any) -> bool:
+    """Return whether the job's backend performs a job inside ``enqueue()``."""
+    return isinstance(job.get_backend(), ImmediateBackend)
 
 
-def submit(task_: Task[Any, Any], run_id: int, attempt: int) -> None:
-    """Enqueue a slice of the run for the given attempt token.
+def can_defer(job: Any) -> bool:
+    """Return whether the job can be enqueued to run later, in another process."""
+    return job.get_backend().supports_defer and not runs_in_process(job)
 
-    Inside an executor, the slice is enqueued once the current one has returned, so that
-    an in-process backend loops instead of recursing.
+
+def defer(job: Task[Any, Any], run_after: datetime | None, *args: Any) -> None:
+    """Enqueue ``job(*args)`` to run at ``run_after``, or now if None (the watchdog, the scheduler's chain)."""
+    (job if run_after is None else job.using(run_after=run_after)).enqueue(*args)
+
+
+def enqueue(run: Run) -> None:
+    """Put a slice of the enqueued run on the queue once the current transaction commits.
+
+    The one way work reaches the queue: starting, resuming, the next slice, a run let in
+    under MAX_CONCURRENT_RUNS, a recovered run. The job carries the run's id and its current
+    attempt token: only one job per token can claim the run, so a duplicate does nothing.
+    Outside an executor, a watchdog follows in case the job is lost. Inside one, the slice
+    is enqueued once the current one has returned, so that an in-process backend loops
+    instead of recursing.
     """
-    slices: _Slices | None = getattr(_local, "slices", None)
-    if slices is not None:
-        slices.pending.append((task_, run_id, attempt))
-        return
-    task_.enqueue(run_id, attempt)
+    job, run_id, attempt = route(run), run.pk, run.attempt
+
+    def put() -> None:
+        slices: _Slices | None = getattr(_local, "slices", None)
+        if slices is not None:
+            slices.pending.append((job, run_id, attempt))
+            return
+        job.enqueue(run_id, attempt)
+        watch(run_id, attempt, app_settings.STALE_AFTER + 1)
+
+    transaction.on_commit(put)
 
 
-def hand_over(task_: Task[Any, Any], run_id: int, attempt: int) -> None:
-    """Enqueue a slice of the run and, outside an executor, a watchdog in case its job is lost."""
-    outside = getattr(_local, "slices", None) is None
-    submit(task_, run_id, attempt)
-    if outside:
-        schedule_watchdog(run_id, attempt, app_settings.STALE_AFTER + 1)
+def enqueue_each(runs: list[Run]) -> None:
+    """Enqueue a slice of each run (those ``slots`` let in)."""
+    for run in runs:
+        enqueue(run)
+
+
+def recover(*, actor: dict[str, Any] | None = None, now: Any = None) -> list[Run]:
+    """Take over runs whose executor has not been heard from for STALE_AFTER.
+
+    A running run gets a new attempt token (its old executor, if it wakes up, can no
+    longer commit) and a new slice; a pausing run becomes paused and a cancelling one
+    cancelled, since nothing is left to wait for. Running it again does nothing more.
+    """
+    actor = actor or local_actor("recovery")
+    recovered = []
+    for run in Run.objects.stale(now).select_related("task"):
+        old, token, heartbeat_at = run.status, run.attempt, run.heartbeat_at
+        fields: dict[str, Any] = {"attempt": F("attempt") + 1} if old == RunStatus.RUNNING else {}
+        try:
+            run.transition_to(RECOVER_TARGETS[RunStatus(old)], token=token, action="recover", **fields)
+        except (ConcurrentChange, InvalidTransition):
+            continue  # it moved on meanwhile: not ours to recover
+        RunEvent.objects.log(run, "recovered", old, run.status, actor, stale_attempt=token, last_heartbeat=heartbeat_at)
+        if run.status == RunStatus.ENQUEUED:
+            enqueue(run)
+        recovered.append(run)
+    if recovered:
+        enqueue_each(slots.freed())
+    return recovered
 
 
 @task()
@@ -169,23 +169,19 @@ def perform_run(run_id: int, attempt: int) -> str:
         with slices.stop:
             status = _perform_slice(run_id, attempt, slices)
             while slices.pending:
-                next_task, next_id, next_attempt = slices.pending.popleft()
-                if slices.stop() and runs_in_process(next_task):
+                next_job, next_id, next_attempt = slices.pending.popleft()
+                if slices.stop() and runs_in_process(next_job):
                     _interrupt(next_id, next_attempt)  # this process is going down: nobody else would go on
                     continue
-                next_task.enqueue(next_id, next_attempt)
+                next_job.enqueue(next_id, next_attempt)
     finally:
         _local.slices = None
     return status
 
 
 def _perform_slice(run_id: int, attempt: int, slices: _Slices) -> str:
-    from . import slots
-    from .engine import AT_ONCE, DEFER, INTERRUPT, Engine
-    from .runner import Runner
-
     run = Run.objects.select_related("task").filter(pk=run_id).first()
-    if run is None or run.status != S.ENQUEUED or run.attempt != attempt:
+    if run is None or run.status != RunStatus.ENQUEUED or run.attempt != attempt:
         logger.info("Run %s is not enqueued with attempt %s any more; nothing to do.", run_id, attempt)
         return run.status if run else "missing"
     defers = perform_run.get_backend().supports_defer
@@ -199,9 +195,9 @@ def _perform_slice(run_id: int, attempt: int, slices: _Slices) -> str:
         if cap is None:
             _claim(engine, attempt)
         else:
-            with slots.turn():
+            with slots.slot_lock():
                 if not slots.free_slots(cap):
-                    slots.wait(run, attempt)
+                    slots.join_line(run, attempt)
                     logger.info("Run %s waits for one of the %s slots (MAX_CONCURRENT_RUNS).", run_id, cap)
                     return "waiting"
                 _claim(engine, attempt)
@@ -209,39 +205,41 @@ def _perform_slice(run_id: int, attempt: int, slices: _Slices) -> str:
         logger.info("Run %s was claimed by another job; nothing to do.", run_id)
         run.refresh_from_db(fields=["status"])
         return run.status
-    engine.work()
-    if run.status == S.INTERRUPTED and engine.stop_reason == INTERRUPT and not runs_in_process(perform_run):
-        Runner.requeue(run)  # this worker is shutting down: another one goes on
-        slots.release()
+    engine.execute()
+    if run.status == RunStatus.INTERRUPTED and engine.stop_reason == INTERRUPT and not runs_in_process(perform_run):
+        # This worker is shutting down: another one goes on.
+        run.request("requeue", {RunStatus.INTERRUPTED: RunStatus.ENQUEUED}, local_actor("worker"))
+        enqueue(run)
+        enqueue_each(slots.freed())
     else:
-        slots.hand_back(run)  # the next slice, and runs waiting for a slot
+        enqueue_each(slots.after_slice(run))  # the next slice, and runs waiting for a slot
     return run.status
 
 
 def _interrupt(run_id: int, attempt: int) -> None:
     """Leave an enqueued run interrupted (resumable, visible) when no slice of it will come."""
-    run = Run.objects.filter(pk=run_id, status=S.ENQUEUED, attempt=attempt).first()
+    run = Run.objects.filter(pk=run_id, status=RunStatus.ENQUEUED, attempt=attempt).first()
     if run is None:
         return
     try:
-        run.transition_to(S.INTERRUPTED, token=attempt, waiting_since=None)
+        run.transition_to(RunStatus.INTERRUPTED, token=attempt, waiting_since=None)
     except (ConcurrentChange, InvalidTransition):
         return  # it moved on meanwhile
-    record(run, "interrupted", S.ENQUEUED, S.INTERRUPTED, {"source": "engine"}, attempt=attempt)
+    RunEvent.objects.log(
+        run, "interrupted", RunStatus.ENQUEUED, RunStatus.INTERRUPTED, {"source": "engine"}, attempt=attempt
+    )
 
 
-def _claim(engine: Any, attempt: int) -> None:
+def _claim(engine: Engine, attempt: int) -> None:
     # The claim moves the token to attempt + 1: watch over that attempt from now on.
-    schedule_watchdog(engine.run.pk, attempt + 1, app_settings.STALE_AFTER + 1)
+    watch(engine.run.pk, attempt + 1, app_settings.STALE_AFTER + 1)
     engine.claim(attempt)
 
 
-def schedule_watchdog(run_id: int, attempt: int, delay: float) -> None:
+def watch(run_id: int, attempt: int, delay: float) -> None:
     """Enqueue a watchdog for the run's attempt, ``delay`` seconds from now, if the backend can."""
-    if not watchdog.get_backend().supports_defer or runs_in_process(watchdog):
-        return
-    run_after = timezone.now() + timedelta(seconds=delay)
-    watchdog.using(run_after=run_after).enqueue(run_id, attempt)
+    if can_defer(watchdog):
+        defer(watchdog, timezone.now() + timedelta(seconds=delay), run_id, attempt)
 
 
 @task()
@@ -253,86 +251,25 @@ def watchdog(run_id: int, attempt: int) -> str:
     STALE_AFTER may have lost its job (its worker died between handing it back and enqueuing
     the next slice), or waits for a slot under MAX_CONCURRENT_RUNS: it is enqueued once
     more, and watched again. A duplicate job finds the token gone and does nothing, so this
-    costs at most one extra job per slice.
+    costs at most one extra job per slice. Each watchdog also sends ``watchdog_ran``, on
+    which the scheduler restarts its job chain if it died.
     """
-    from .runner import Runner
-
-    Runner.recover(actor={"source": "watchdog"})
-    ensure_scheduler()
+    recover(actor={"source": "watchdog"})
+    watchdog_ran.send(sender=watchdog)
     run = Run.objects.select_related("task").filter(pk=run_id).first()
-    if run is None or run.attempt != attempt or run.status not in {*EXECUTING_STATUSES, S.ENQUEUED}:
+    if run is None or run.attempt != attempt or run.status not in {*EXECUTING_STATUSES, RunStatus.ENQUEUED}:
         return "done"
     stale_after = app_settings.STALE_AFTER
     now = timezone.now()
-    if run.status == S.ENQUEUED:
+    if run.status == RunStatus.ENQUEUED:
         since = max(run.updated_at, run.retry_at or run.updated_at)  # a retry is not due before retry_at
         waited = (now - since).total_seconds()
         if waited < stale_after:
-            schedule_watchdog(run_id, attempt, stale_after - waited + 1)
+            watch(run_id, attempt, stale_after - waited + 1)
             return "watching"
         logger.info("Run %s has waited %.0fs for its slice; enqueuing it once more.", run_id, waited)
-        submit(route(run), run_id, attempt)
-        schedule_watchdog(run_id, attempt, stale_after + 1)  # that slice may wait for a slot too
+        enqueue(run)  # with a watchdog: that slice may wait for a slot too
         return "enqueued again"
     since = (now - run.heartbeat_at).total_seconds() if run.heartbeat_at else stale_after
-    schedule_watchdog(run_id, attempt, max(1.0, stale_after - since + 1))
+    watch(run_id, attempt, max(1.0, stale_after - since + 1))
     return "watching"
-
-
-# -- the scheduler, with no extra process ------------------------------------------------------
-
-
-def _can_chain(task_: Any) -> bool:
-    return task_.get_backend().supports_defer and not runs_in_process(task_)
-
-
-def ensure_scheduler(now: Any = None) -> bool:
-    """Start the scheduler's job chain unless it is alive; return whether a job was enqueued.
-
-    The chain is alive while its next tick is due within SCHEDULER_INTERVAL + STALE_AFTER. A
-    new chain takes a new token, so at most one chain goes on: an older job finds the token
-    moved and stops. Called on ``migrate``, by the deploy hook, when a schedule is saved in
-    the admin and by the watchdog.
-    """
-    if not _can_chain(scheduler_tick):
-        return False
-    from .models import SchedulerState
-
-    now = now or timezone.now()
-    state = SchedulerState.get()
-    grace = timedelta(seconds=app_settings.SCHEDULER_INTERVAL + app_settings.STALE_AFTER)
-    if state.next_tick_at is not None and state.next_tick_at + grace > now:
-        return False
-    token = state.token + 1
-    if not SchedulerState.objects.filter(pk=state.pk, token=state.token).update(token=token, next_tick_at=now):
-        return False  # another process started it just now
-    scheduler_tick.enqueue(token)
-    return True
-
-
-@task()
-def scheduler_tick(token: int) -> str:
-    """Run one scheduler tick, then enqueue the next one at the next due time (at most SCHEDULER_INTERVAL).
-
-    Each tick moves the token on before it works, so a duplicate or superseded job does
-    nothing and enqueues nothing: one job of the chain is queued at any time.
-    """
-    from .models import SchedulerState
-    from .scheduling import next_due, tick
-
-    interval = timedelta(seconds=app_settings.SCHEDULER_INTERVAL)
-    now = timezone.now()
-    if not SchedulerState.objects.filter(pk=1, token=token).update(token=token + 1, next_tick_at=now + interval):
-        return "superseded"
-    result = tick()
-    if not _can_chain(scheduler_tick):
-        return "done"
-    now = timezone.now()
-    run_after = now + interval
-    due = next_due()
-    if due is not None:
-        run_after = max(now + timedelta(seconds=1), min(run_after, due))
-    if not SchedulerState.objects.filter(pk=1, token=token + 1).update(next_tick_at=run_after):
-        return "superseded"
-    scheduler_tick.using(run_after=run_after).enqueue(token + 1)
-    return f"started {len(result.started)}, skipped {len(result.skipped)}, stuck {len(result.stuck)}"

@@ -1,9 +1,12 @@
-"""Schedules, stuck runs and retention: what the scheduler does on each tick.
+"""Schedules: code schedules, the scheduler's pass (``tick``), and its job chain.
 
-``tick(now)`` starts the runs that are due, flags runs that are stuck, and once a day prunes
-old runs. It takes the time as an argument, so tests drive it with any clock, and it is safe
+``tick(now)`` starts the runs that are due, flags overdue runs, and once a day prunes old
+runs. It takes the time as an argument, so tests drive it with any clock, and it is safe
 with any number of schedulers at once: a due time is claimed by a conditional update of
 ``next_run_at`` (and, where the database can, rows locked by another scheduler are skipped).
+
+With a tasks backend that can defer jobs, the scheduler needs no process of its own: a
+chain of ``scheduler_tick`` jobs, each enqueuing the next, with at most one alive.
 """
 
 from __future__ import annotations
@@ -11,56 +14,27 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from itertools import batched
 from typing import Any
 
-from croniter import croniter
 from django.core.exceptions import ValidationError
-from django.db import connection, transaction
-from django.db.models import Max, Min, Q
-from django.db.models.functions import Coalesce
+from django.db import connection, connections, transaction
+from django.db.models import Min
+from django.tasks import task
 from django.utils import timezone
 
+from .actors import local_actor
 from .conf import app_settings
-from .exceptions import MaintenanceTaskError, RunAlreadyActive
-from .models import DeployRecord, Run, Schedule, SchedulerState, ScheduleSource, Task
+from .cron import cron_error, next_cron
+from .exceptions import MaintenanceTaskError, RunAlreadyActive, validation_error_text
+from .jobs import can_defer, defer
+from .models import Run, Schedule, SchedulerState, ScheduleSource, Task
+from .overdue import flag_overdue_runs
 from .processor import Processor
 from .registry import registry
-from .signals import run_stuck
-from .status import RunStatus
+from .retention import prune_if_due
+from .runner import Runner
 
 logger = logging.getLogger(__name__)
-
-S = RunStatus
-#: A run in one of these statuses is at work or waiting for a worker: it may be stuck. Paused
-#: and interrupted runs wait for an operator, which is not being stuck.
-STUCK_STATUSES = frozenset({S.ENQUEUED, S.RUNNING, S.PAUSING, S.CANCELLING})
-PRUNE_EVERY = timedelta(days=1)
-
-
-# -- cron ------------------------------------------------------------------------------------
-
-
-def cron_error(expression: Any) -> str | None:
-    """Return why ``expression`` is not a 5-field cron expression, or None if it is one."""
-    if not isinstance(expression, str) or not expression.strip():
-        return "Enter a cron expression, e.g. '0 3 * * *'."
-    fields = expression.split()
-    if len(fields) != 5:
-        return f"A cron expression has 5 fields (minute hour day-of-month month day-of-week), not {len(fields)}: {expression!r}."
-    if not croniter.is_valid(expression):
-        return f"{expression!r} is not a valid cron expression."
-    return None
-
-
-def next_cron(expression: str, after: datetime) -> datetime:
-    """Return the first time after ``after`` that matches ``expression``, in settings.TIME_ZONE.
-
-    Daylight saving time is handled as croniter does: a time that the clock skips in spring
-    runs at the first time after it; a time that happens twice in autumn runs at both.
-    """
-    local = timezone.localtime(after, timezone.get_default_timezone())
-    return croniter(expression, local).get_next(datetime)
 
 
 # -- code schedules ----------------------------------------------------------------------------
@@ -76,11 +50,7 @@ def code_schedule_error(processor: type[Processor]) -> str | None:
     try:
         processor.from_config({})
     except ValidationError as error:
-        if hasattr(error, "error_dict"):
-            reasons = [f"{name}: {' '.join(messages)}" for name, messages in error.message_dict.items()]
-        else:
-            reasons = error.messages
-        return f"schedule: a scheduled processor runs with its default config, which is refused: {'; '.join(reasons)}"
+        return f"schedule: a scheduled processor runs with its default config, which is refused: {validation_error_text(error)}"
     except TypeError as error:
         return f"schedule: {error}"
     return None
@@ -110,10 +80,7 @@ def sync_code_schedules(now: datetime | None = None) -> SyncResult:
             continue
         wanted.add(path)
         expression = " ".join(processor.schedule.split())
-        config = processor.from_config({}).config
-        task, _ = Task.objects.get_or_create(
-            processor=path, config_digest=Task.digest(config), defaults={"config": config}
-        )
+        task = Task.objects.for_config(path, processor.default_config())
         schedule, created = Schedule.objects.get_or_create(
             code_processor=path,
             defaults={
@@ -133,31 +100,39 @@ def sync_code_schedules(now: datetime | None = None) -> SyncResult:
     gone = Schedule.objects.filter(source=ScheduleSource.CODE).exclude(code_processor__in=wanted)
     result.removed = sorted(gone.values_list("code_processor", flat=True))
     gone.delete()
-    from .jobs import ensure_scheduler
-
     ensure_scheduler(now)
     return result
 
 
-# -- the tick ----------------------------------------------------------------------------------
+def sync_schedules_after_migrate(sender: Any, using: str = "default", **kwargs: Any) -> None:
+    """Sync the schedules processors declare in code, once this app's tables exist (``post_migrate``)."""
+    if using != "default" or Schedule._meta.db_table not in connections[using].introspection.table_names():
+        return  # another database, or migrated back to before schedules
+    result = sync_code_schedules()
+    for verb, paths in (("created", result.created), ("updated", result.updated), ("removed", result.removed)):
+        for path in paths:
+            logger.info("Code schedule %s: %s.", verb, path)
+
+
+# -- the scheduler's pass ----------------------------------------------------------------------
 
 
 @dataclass
 class TickResult:
     started: list[Run] = field(default_factory=list)
     skipped: list[Schedule] = field(default_factory=list)
-    stuck: list[Run] = field(default_factory=list)
+    overdue: list[Run] = field(default_factory=list)
     pruned: dict[str, int] | None = None
 
 
 def tick(now: datetime | None = None) -> TickResult:
-    """Start due runs, flag stuck runs and, once a day, prune old runs."""
+    """Start due runs, flag overdue runs and, once a day, prune old runs."""
     now = now or timezone.now()
     result = TickResult()
     due = Schedule.objects.filter(enabled=True, next_run_at__lte=now).order_by("next_run_at", "pk")
     for pk in list(due.values_list("pk", flat=True)):
         fire(pk, now, result)
-    result.stuck = flag_stuck_runs(now)
+    result.overdue = flag_overdue_runs(now)
     result.pruned = prune_if_due(now)
     return result
 
@@ -181,8 +156,6 @@ def fire(pk: int, now: datetime, result: TickResult) -> Run | None:
             logger.info("Schedule %s: %s still has an active run; skipped the run due at %s.", pk, task, due)
             result.skipped.append(schedule)
             return None
-        from .runner import Runner, local_actor
-
         metadata = local_actor("schedule", schedule=pk, due=due.isoformat())
         try:
             run = Runner.run(task.processor, task.config, metadata=metadata)
@@ -202,96 +175,56 @@ def next_due() -> datetime | None:
     return Schedule.objects.filter(enabled=True).aggregate(first=Min("next_run_at"))["first"]
 
 
-# -- stuck runs --------------------------------------------------------------------------------
+# -- the scheduler's job chain, with no extra process ------------------------------------------
 
 
-def expected_duration(processor_path: str) -> timedelta:
-    """Return how long a run of the processor may stay active before it is stuck."""
-    processor = registry.processors().get(processor_path)
-    value = getattr(processor, "expected_duration", None)
-    if value is None:
-        return timedelta(seconds=app_settings.STUCK_RUN_AFTER)
-    return value if isinstance(value, timedelta) else timedelta(seconds=value)
+def ensure_scheduler(now: Any = None, **kwargs: Any) -> bool:
+    """Start the scheduler's job chain unless it is alive; return whether a job was enqueued.
 
-
-def stuck_for(run: Run, now: datetime | None = None) -> timedelta | None:
-    """Return how long the run has been active if that is longer than expected, else None."""
-    if run.status not in STUCK_STATUSES:
-        return None
-    active_for = (now or timezone.now()) - (run.started_at or run.created_at)
-    return active_for if active_for > expected_duration(run.task.processor) else None
-
-
-def flag_stuck_runs(now: datetime | None = None) -> list[Run]:
-    """Flag runs active for longer than expected: a warning and ``run_stuck``, once per run."""
-    now = now or timezone.now()
-    limits = [timedelta(seconds=app_settings.STUCK_RUN_AFTER)]
-    limits += [expected_duration(path) for path, p in registry.processors().items() if p.expected_duration is not None]
-    candidates = (
-        Run.objects.filter(status__in=STUCK_STATUSES, stuck_flagged_at__isnull=True)
-        .alias(since=Coalesce("started_at", "created_at"))
-        .filter(since__lt=now - min(limits))
-        .select_related("task")
-    )
-    flagged = []
-    for run in candidates:
-        active_for = stuck_for(run, now)
-        if active_for is None:
-            continue
-        if not Run.objects.filter(pk=run.pk, stuck_flagged_at__isnull=True).update(stuck_flagged_at=now):
-            continue  # another scheduler flagged it
-        run.stuck_flagged_at = now
-        logger.warning(
-            "Run %s of %s is stuck: %s for %s (expected at most %s).",
-            run.pk,
-            run.task,
-            run.status,
-            active_for,
-            expected_duration(run.task.processor),
-        )
-        run_stuck.send(sender=Run, run=run, active_for=active_for)
-        flagged.append(run)
-    return flagged
-
-
-# -- retention ---------------------------------------------------------------------------------
-
-
-def prune_runs(now: datetime | None = None, *, dry_run: bool = False) -> dict[str, int]:
-    """Delete ended runs older than RETENTION for their status; keep each task's latest run.
-
-    Runs the deploy hook counts (a run-once task's succeeded run) are kept too: without
-    them, the next deploy would start that task again.
-
-    Return the number of runs deleted (or, with ``dry_run``, that would be) by status.
+    The chain is alive while its next tick is due within SCHEDULER_INTERVAL + STALE_AFTER. A
+    new chain takes a new token, so at most one chain goes on: an older job finds the token
+    moved and stops. Called on ``migrate``, by the deploy hook, when a schedule is saved in
+    the admin, and on ``watchdog_ran``.
     """
+    if not can_defer(scheduler_tick):
+        return False
     now = now or timezone.now()
-    latest = set(Run.objects.order_by().values("task").annotate(last=Max("pk")).values_list("last", flat=True))
-    latest.update(DeployRecord.objects.exclude(run=None).values_list("run_id", flat=True))
-    counts = {}
-    for status, days in app_settings.RETENTION.items():
-        if days is None:
-            continue
-        cutoff = now - timedelta(days=days)
-        old = Run.objects.filter(status=status).filter(
-            Q(ended_at__lt=cutoff) | Q(ended_at__isnull=True, created_at__lt=cutoff)
-        )
-        ids = [pk for pk in old.order_by("pk").values_list("pk", flat=True) if pk not in latest]
-        counts[status] = len(ids)
-        if not dry_run:
-            for chunk in batched(ids, 500):
-                Run.objects.filter(pk__in=chunk).delete()
-    if not dry_run and any(counts.values()):
-        logger.info("Pruned runs: %s.", ", ".join(f"{n} {status}" for status, n in counts.items()))
-    return counts
-
-
-def prune_if_due(now: datetime) -> dict[str, int] | None:
-    """Prune runs if no scheduler has done it in the last day."""
     state = SchedulerState.get()
-    last = state.last_pruned_at
-    if last is not None and now - last < PRUNE_EVERY:
-        return None
-    if not SchedulerState.objects.filter(pk=state.pk, last_pruned_at=last).update(last_pruned_at=now):
-        return None  # another scheduler is at it
-    return prune_runs(now)
+    grace = timedelta(seconds=app_settings.SCHEDULER_INTERVAL + app_settings.STALE_AFTER)
+    if state.next_tick_at is not None and state.next_tick_at + grace > now:
+        return False
+    token = state.token + 1
+    if not SchedulerState.objects.filter(pk=state.pk, token=state.token).update(token=token, next_tick_at=now):
+        return False  # another process started it just now
+    defer(scheduler_tick, None, token)
+    return True
+
+
+def on_watchdog_ran(sender: Any, **kwargs: Any) -> None:
+    """Restart the scheduler's job chain if it died (receiver of ``watchdog_ran``)."""
+    ensure_scheduler()
+
+
+@task()
+def scheduler_tick(token: int) -> str:
+    """Run one scheduler pass, then enqueue the next one at the next due time (at most SCHEDULER_INTERVAL).
+
+    Each job moves the token on before it works, so a duplicate or superseded job does
+    nothing and enqueues nothing: one job of the chain is queued at any time.
+    """
+    interval = timedelta(seconds=app_settings.SCHEDULER_INTERVAL)
+    now = timezone.now()
+    if not SchedulerState.objects.filter(pk=1, token=token).update(token=token + 1, next_tick_at=now + interval):
+        return "superseded"
+    result = tick()
+    if not can_defer(scheduler_tick):
+        return "done"
+    now = timezone.now()
+    run_after = now + interval
+    due = next_due()
+    if due is not None:
+        run_after = max(now + timedelta(seconds=1), min(run_after, due))
+    if not SchedulerState.objects.filter(pk=1, token=token + 1).update(next_tick_at=run_after):
+        return "superseded"
+    defer(scheduler_tick, run_after, token + 1)
+    return f"started {len(result.started)}, skipped {len(result.skipped)}, overdue {len(result.overdue)}"

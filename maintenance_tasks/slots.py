@@ -3,10 +3,12 @@
 A slice claims its run only while fewer than MAX_CONCURRENT_RUNS runs are executing
 (running, pausing or cancelling), counted under a database lock so that two workers can
 never both take the last slot. A slice that finds no free slot leaves its run enqueued with
-the same attempt token and marks it waiting. Whenever a run leaves an executor, the runs
-that have waited longest get a slice for each free slot; a run at the end of its slice goes
-to the back of that line, so runs take turns. The watchdog enqueues a waiting run again
-every STALE_AFTER, in case the slice meant to wake it was lost.
+the same attempt token and puts it in line (``waiting_since``). Whenever a run leaves an
+executor, the runs that have waited longest are taken out of the line, one per free slot; a
+run at the end of its slice goes to the back of the line, so runs take turns.
+
+This module only does the bookkeeping: it returns the runs that need a slice, and the caller
+(``jobs``) puts them on the queue.
 """
 
 from __future__ import annotations
@@ -19,14 +21,13 @@ from django.utils import timezone
 
 from .conf import app_settings
 from .models import Lock, Run
-from .status import EXECUTING_STATUSES, RunStatus
+from .status import RunStatus
 
-S = RunStatus
 LOCK = "max_concurrent_runs"
 
 
 @contextmanager
-def turn() -> Iterator[None]:
+def slot_lock() -> Iterator[None]:
     """Run the block in a transaction that holds the concurrency lock."""
     Lock.objects.get_or_create(name=LOCK)  # outside the transaction: never held for long
     with transaction.atomic():
@@ -35,58 +36,57 @@ def turn() -> Iterator[None]:
 
 
 def free_slots(cap: int) -> int:
-    """Return how many more runs may start now (call it inside ``turn()``)."""
-    return max(0, cap - Run.objects.filter(status__in=EXECUTING_STATUSES).count())
+    """Return how many more runs may start now (call it inside ``slot_lock()``)."""
+    return max(0, cap - Run.objects.executing().count())
 
 
-def wait(run: Run, attempt: int) -> bool:
-    """Mark the enqueued run as waiting for a slot (call it inside ``turn()``); return whether it is."""
+def join_line(run: Run, attempt: int) -> bool:
+    """Put the enqueued run in line for a slot (call it inside ``slot_lock()``); return whether it is in line."""
     now = timezone.now()
-    rows = Run.objects.filter(pk=run.pk, status=S.ENQUEUED, attempt=attempt)
+    rows = Run.objects.filter(pk=run.pk, status=RunStatus.ENQUEUED, attempt=attempt)
     if rows.filter(waiting_since__isnull=True).update(waiting_since=now, updated_at=now):
         return True
-    return rows.exists()  # already waiting
+    return rows.exists()  # already in line
 
 
-def wake(cap: int) -> list[Run]:
-    """Enqueue a slice for each free slot, oldest waiting run first (call it inside ``turn()``)."""
-    from .runner import Runner
-
-    woken = []
-    waiting = Run.objects.filter(status=S.ENQUEUED, waiting_since__isnull=False).select_related("task")
+def take_from_line(cap: int) -> list[Run]:
+    """Take the runs that waited longest out of the line, one per free slot (call it inside ``slot_lock()``)."""
+    taken = []
+    waiting = Run.objects.filter(status=RunStatus.ENQUEUED, waiting_since__isnull=False).select_related("task")
     for run in waiting.order_by("waiting_since", "pk")[: free_slots(cap)]:
-        rows = Run.objects.filter(pk=run.pk, status=S.ENQUEUED, attempt=run.attempt, waiting_since=run.waiting_since)
+        rows = Run.objects.filter(
+            pk=run.pk, status=RunStatus.ENQUEUED, attempt=run.attempt, waiting_since=run.waiting_since
+        )
         if rows.update(waiting_since=None):
-            Runner.enqueue(run)  # on commit, once the lock is released
-            woken.append(run)
-    return woken
+            run.waiting_since = None
+            taken.append(run)
+    return taken
 
 
-def hand_back(run: Run) -> None:
-    """After a slice: let waiting runs in and, if this run goes on, put it at the back of the line.
+def after_slice(run: Run) -> list[Run]:
+    """Return the runs that need a slice now that ``run``'s slice is over (it may be one of them).
 
-    A run that is to retry waits for its ``retry_at``, not for a slot: its slice is deferred to
-    then (and joins the line if no slot is free), so that it holds up no run in line meanwhile.
+    Without a cap, a run that goes on gets its next slice. Under a cap, it goes to the back
+    of the line, and the runs first in line get the free slots. A run that is to retry waits
+    for its ``retry_at``, not for a slot: its slice is deferred to then (and joins the line if
+    no slot is free), so that it holds up no run in line meanwhile.
     """
-    from .runner import Runner
-
     cap = app_settings.MAX_CONCURRENT_RUNS
-    goes_on = run.status == S.ENQUEUED
+    goes_on = run.status == RunStatus.ENQUEUED
     if cap is None:
-        if goes_on:
-            Runner.enqueue(run)
-        return
-    with turn():
+        return [run] if goes_on else []
+    with slot_lock():
         if goes_on and run.retry_at is not None and run.retry_at > timezone.now():
-            Runner.enqueue(run)  # on commit, once the lock is released
-        elif goes_on:
-            wait(run, run.attempt)
-        wake(cap)
+            return [run, *take_from_line(cap)]
+        if goes_on:
+            join_line(run, run.attempt)
+        return take_from_line(cap)
 
 
-def release() -> None:
-    """Let waiting runs in after a run left its executor without one (recovered, forced)."""
+def freed() -> list[Run]:
+    """Return the runs first in line for the slots freed by runs that left their executor (recovered, forced)."""
     cap = app_settings.MAX_CONCURRENT_RUNS
-    if cap is not None:
-        with turn():
-            wake(cap)
+    if cap is None:
+        return []
+    with slot_lock():
+        return take_from_line(cap)

@@ -71,7 +71,16 @@ TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
 }
 
 #: A task has at most one run in these statuses (enforced by the database).
-ACTIVE_STATUSES = frozenset({RunStatus.ENQUEUED, RunStatus.RUNNING, RunStatus.PAUSING, RunStatus.PAUSED, RunStatus.INTERRUPTED, RunStatus.CANCELLING})
+ACTIVE_STATUSES = frozenset(
+    {
+        RunStatus.ENQUEUED,
+        RunStatus.RUNNING,
+        RunStatus.PAUSING,
+        RunStatus.PAUSED,
+        RunStatus.INTERRUPTED,
+        RunStatus.CANCELLING,
+    }
+)
 #: An executor is (or should be) working on a run in these statuses.
 EXECUTING_STATUSES = frozenset({RunStatus.RUNNING, RunStatus.PAUSING, RunStatus.CANCELLING})
 #: A run can be resumed from these statuses.

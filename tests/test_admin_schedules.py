@@ -1,4 +1,4 @@
-"""The schedule admin: the form's errors name each bad field; next run times; the stuck badge."""
+"""The schedule admin: the form's errors name each bad field; next run times; the overdue badge."""
 
 from datetime import timedelta
 
@@ -111,15 +111,15 @@ def test_the_task_page_shows_when_it_is_scheduled(admin_client):
     assert timezone.localtime(next_run).strftime("%Y-%m-%d %H:%M") in page
 
 
-def test_a_stuck_run_has_a_badge_on_every_page(admin_client, settings):
-    settings.MAINTENANCE_TASKS = {"STUCK_RUN_AFTER": 3600}
+def test_an_overdue_run_has_a_badge_on_every_page(admin_client, settings):
+    settings.MAINTENANCE_TASKS = {"OVERDUE_AFTER": 3600}
     task = TaskFactory(processor=INCREMENT, config={"delay": 0.0, "fail_at": None})
     run = RunFactory(task=task, running=True)
     for url in (INDEX, processor_url(INCREMENT), run_url(run)):
-        assert 'class="mt-stuck"' not in admin_client.get(url).content.decode()
+        assert 'class="mt-overdue"' not in admin_client.get(url).content.decode()
     Run.objects.filter(pk=run.pk).update(started_at=timezone.now() - timedelta(hours=2))
     for url in (INDEX, processor_url(INCREMENT), run_url(run)):
-        assert 'class="mt-stuck"' in admin_client.get(url).content.decode(), url
+        assert 'class="mt-overdue"' in admin_client.get(url).content.decode(), url
     Run.objects.filter(pk=run.pk).update(status=RunStatus.SUCCEEDED)
-    assert 'class="mt-stuck"' not in admin_client.get(run_url(run)).content.decode()
+    assert 'class="mt-overdue"' not in admin_client.get(run_url(run)).content.decode()
     assert Task.objects.count() == 1

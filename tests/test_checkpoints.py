@@ -91,17 +91,17 @@ def test_the_guarded_update_changes_nothing_without_the_token_or_the_status(item
     run = Runner.create(APP + "IncrementItems")
     run.transition_to(RunStatus.RUNNING, attempt=1, action="start")
     engine = Engine(run)
-    engine.token = 2
-    assert not engine._update_if_running({"cursor": "[1]", "tick_count": 1})
-    engine.token = 1
+    engine.writer.token = 2
+    assert not engine.writer.update_if_running({"cursor": "[1]", "tick_count": 1})
+    engine.writer.token = 1
     Run.objects.filter(pk=run.pk).update(status=RunStatus.PAUSING)
-    assert not engine._update_if_running({"cursor": "[1]", "tick_count": 1})
+    assert not engine.writer.update_if_running({"cursor": "[1]", "tick_count": 1})
     assert Run.objects.values_list("cursor", "tick_count").get(pk=run.pk) == (None, 0)
     Run.objects.filter(pk=run.pk).update(status=RunStatus.RUNNING)
-    assert engine._update_if_running({"cursor": "[1]", "tick_count": 1})
+    assert engine.writer.update_if_running({"cursor": "[1]", "tick_count": 1})
     assert Run.objects.values_list("cursor", "tick_count").get(pk=run.pk) == ("[1]", 1)
     with pytest.raises(StaleAttempt):
-        engine.token = 3
+        engine.writer.token = 3
         engine._write(cursor="[2]")
 
 

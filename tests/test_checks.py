@@ -31,7 +31,7 @@ def test_defaults_pass(settings):
         ({"STALE_AFTER": True}, ["maintenance_tasks.E003"]),
         ({"TICK_INTERVAL": 0.5, "STALE_AFTER": 30}, []),
         ({"SCHEDULER_INTERVAL": 0}, ["maintenance_tasks.E003"]),
-        ({"STUCK_RUN_AFTER": "1h"}, ["maintenance_tasks.E003"]),
+        ({"OVERDUE_AFTER": "1h"}, ["maintenance_tasks.E003"]),
         ({"RETENTION": 30}, ["maintenance_tasks.E013"]),
         ({"RETENTION": {"paused": 3}}, ["maintenance_tasks.E013"]),
         ({"RETENTION": {"errored": 0}}, ["maintenance_tasks.E014"]),
@@ -41,6 +41,14 @@ def test_defaults_pass(settings):
 )
 def test_wrong_settings_are_reported(settings, value, expected):
     assert ids(value, settings) == expected
+
+
+def test_the_old_name_of_a_renamed_setting_names_the_new_one(settings):
+    settings.MAINTENANCE_TASKS = {"STUCK_RUN_AFTER": 3600}
+    messages = [m for m in checks.run_checks(tags=[checks.Tags.compatibility]) if m.id.startswith("maintenance_tasks.")]
+    assert [(m.id, m.msg) for m in messages] == [
+        ("maintenance_tasks.E015", "MAINTENANCE_TASKS['STUCK_RUN_AFTER'] was renamed to 'OVERDUE_AFTER'.")
+    ]
 
 
 def test_a_processor_with_an_unsupported_parameter_is_reported(monkeypatch):

@@ -124,7 +124,7 @@ def test_a_hook_started_before_the_run_errored_does_not_retry_it():
     hook()
     report = deploy.deploy(actor={"source": "deploy"}, started_at=started_at)
     outcome = next(outcome for outcome in report.outcomes if outcome.path == ONCE)
-    assert outcome.result == deploy.HELD
+    assert outcome.result == deploy.DeployResult.HELD
     assert len(runs(ONCE)) == 1
     hook()  # a later deploy
     assert [run.status for run in runs(ONCE)] == [S.ERRORED, S.ERRORED]

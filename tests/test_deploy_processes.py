@@ -181,5 +181,5 @@ def test_a_hook_waits_for_the_one_deciding_and_then_sees_its_run_succeeded():
         second.start()
         wait_for(lambda: waiting_for_a_lock() or not second.is_alive())
     second.join(timeout=60)
-    assert [(outcome.result, outcome.run) for outcome in outcomes] == [(deploy.DONE, run)]
+    assert [(outcome.result, outcome.run) for outcome in outcomes] == [(deploy.DeployResult.DONE, run)]
     assert runs(ONCE) == [run]

@@ -15,7 +15,7 @@ from django_tasks_db.models import DBTaskResult
 from maintenance_tasks import Runner
 from maintenance_tasks.checks import check_processors, check_settings
 from maintenance_tasks.exceptions import InvalidRouting
-from maintenance_tasks.jobs import perform_run, slice_task, watchdog
+from maintenance_tasks.jobs import perform_run, slice_job, watchdog
 from maintenance_tasks.models import Run, RunEvent
 from maintenance_tasks.registry import registry
 from maintenance_tasks.status import RunStatus
@@ -228,7 +228,7 @@ def test_an_undeclared_queue_is_a_system_check_error():
 
 def test_priority_is_left_out_on_a_backend_without_priorities():
     with override_settings(TASKS={"default": {"BACKEND": "django_tasks_rq.RQBackend", "QUEUES": ["default", "heavy"]}}):
-        routed = slice_task(registry.get(HEAVY))
+        routed = slice_job(registry.get(HEAVY))
     assert (routed.queue_name, routed.priority) == ("heavy", 0)
 
 

@@ -25,7 +25,7 @@ def stuck(run, minutes=6):
 def test_forced_run_can_no_longer_be_written_by_its_executor():
     run = RunFactory(running=True)
     engine = Engine(run)
-    engine.token = run.attempt
+    engine.writer.token = run.attempt
     Runner.pause(run, actor={"source": "python", "user": "ops"})
     Runner.force_stop(stuck(run), actor={"source": "python", "user": "ops"})
     run.refresh_from_db()
@@ -64,6 +64,6 @@ def test_only_runs_waiting_long_enough_can_be_forced(settings):
 )
 def test_available_actions(status, actions):
     run = RunFactory(status=status)
-    assert Runner.available_actions(run) == actions
+    assert run.available_actions() == actions
     if status in (S.PAUSING, S.CANCELLING):
-        assert Runner.available_actions(stuck(run)) == [*actions, "force"]
+        assert stuck(run).available_actions() == [*actions, "force"]

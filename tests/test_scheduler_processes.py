@@ -108,7 +108,7 @@ def test_a_worker_runs_the_scheduler_with_no_extra_process(manage):
     from django.test import override_settings
     from django_tasks_db.models import DBTaskResult
 
-    from maintenance_tasks.jobs import ensure_scheduler, scheduler_tick
+    from maintenance_tasks.scheduling import ensure_scheduler, scheduler_tick
 
     if connection.vendor == "mysql" and not connection.features.has_select_for_update_skip_locked:
         pytest.skip("db_worker needs SELECT ... SKIP LOCKED")

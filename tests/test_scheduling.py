@@ -1,4 +1,4 @@
-"""The scheduler driven by an injected clock: cron, run_at, DST, skipping, missed slots, stuck runs, retention."""
+"""The scheduler driven by an injected clock: cron, run_at, DST, skipping, missed slots, overdue runs, retention."""
 
 from datetime import UTC, datetime, timedelta
 
@@ -7,18 +7,13 @@ from django.core.exceptions import ValidationError
 from django.utils import timezone
 
 from maintenance_tasks import Processor
+from maintenance_tasks.cron import cron_error, next_cron
 from maintenance_tasks.models import DeployRecord, Run, Schedule, SchedulerState, ScheduleSource, Task
+from maintenance_tasks.overdue import flag_overdue_runs, overdue_for
 from maintenance_tasks.registry import path_of, registry
-from maintenance_tasks.scheduling import (
-    cron_error,
-    flag_stuck_runs,
-    next_cron,
-    prune_runs,
-    stuck_for,
-    sync_code_schedules,
-    tick,
-)
-from maintenance_tasks.signals import run_stuck
+from maintenance_tasks.retention import prune_runs
+from maintenance_tasks.scheduling import sync_code_schedules, tick
+from maintenance_tasks.signals import run_overdue
 from maintenance_tasks.status import RunStatus
 
 from .factories import RunFactory, TaskFactory
@@ -211,11 +206,11 @@ def test_a_bad_schedule_in_code_is_a_system_check_error(nightly):
     assert sync_code_schedules(T0).created == []  # and it is not scheduled
 
 
-# -- stuck runs ---------------------------------------------------------------------------------
+# -- overdue runs ---------------------------------------------------------------------------------
 
 
-def test_a_stuck_run_is_flagged_once_with_a_signal_and_a_warning(settings, caplog):
-    settings.MAINTENANCE_TASKS = {"STUCK_RUN_AFTER": 3600}
+def test_an_overdue_run_is_flagged_once_with_a_signal_and_a_warning(settings, caplog):
+    settings.MAINTENANCE_TASKS = {"OVERDUE_AFTER": 3600}
     run = RunFactory(running=True)
     Run.objects.filter(pk=run.pk).update(started_at=T0)
     received = []
@@ -223,40 +218,40 @@ def test_a_stuck_run_is_flagged_once_with_a_signal_and_a_warning(settings, caplo
     def receiver(sender, run, active_for, **kwargs):
         received.append((run.pk, active_for))
 
-    run_stuck.connect(receiver)
+    run_overdue.connect(receiver)
     try:
-        assert tick(T0 + timedelta(minutes=59)).stuck == []
-        assert [r.pk for r in tick(T0 + timedelta(minutes=61)).stuck] == [run.pk]
-        assert tick(T0 + timedelta(hours=5)).stuck == []  # once per run
-        assert flag_stuck_runs(T0 + timedelta(hours=6)) == []
+        assert tick(T0 + timedelta(minutes=59)).overdue == []
+        assert [r.pk for r in tick(T0 + timedelta(minutes=61)).overdue] == [run.pk]
+        assert tick(T0 + timedelta(hours=5)).overdue == []  # once per run
+        assert flag_overdue_runs(T0 + timedelta(hours=6)) == []
     finally:
-        run_stuck.disconnect(receiver)
+        run_overdue.disconnect(receiver)
     assert received == [(run.pk, timedelta(minutes=61))]
-    assert f"Run {run.pk} of" in caplog.text and "is stuck" in caplog.text
+    assert f"Run {run.pk} of" in caplog.text and "is overdue" in caplog.text
     run.refresh_from_db()
-    assert run.stuck_flagged_at == T0 + timedelta(minutes=61)
+    assert run.overdue_flagged_at == T0 + timedelta(minutes=61)
 
 
 def test_expected_duration_of_the_processor_wins_over_the_setting(settings):
     from testproject.testapp.maintenance import IncrementItems
 
-    settings.MAINTENANCE_TASKS = {"STUCK_RUN_AFTER": 3600}
+    settings.MAINTENANCE_TASKS = {"OVERDUE_AFTER": 3600}
     run = RunFactory(running=True)
     Run.objects.filter(pk=run.pk).update(started_at=T0)
     run.refresh_from_db()
     IncrementItems.expected_duration = timedelta(minutes=5)
     try:
-        assert stuck_for(run, T0 + timedelta(minutes=6)) == timedelta(minutes=6)
-        assert [r.pk for r in flag_stuck_runs(T0 + timedelta(minutes=6))] == [run.pk]
+        assert overdue_for(run, T0 + timedelta(minutes=6)) == timedelta(minutes=6)
+        assert [r.pk for r in flag_overdue_runs(T0 + timedelta(minutes=6))] == [run.pk]
     finally:
         IncrementItems.expected_duration = None
-    assert stuck_for(run, T0 + timedelta(minutes=6)) is None
+    assert overdue_for(run, T0 + timedelta(minutes=6)) is None
 
 
-def test_paused_and_ended_runs_are_never_stuck():
+def test_paused_and_ended_runs_are_never_overdue():
     for trait in ("paused", "interrupted", "succeeded"):
         run = RunFactory(**{trait: True}, task=TaskFactory(processor=INCREMENT, config={"delay": len(trait)}))
-        assert stuck_for(run, T0 + timedelta(days=365)) is None
+        assert overdue_for(run, T0 + timedelta(days=365)) is None
 
 
 # -- retention ----------------------------------------------------------------------------------
@@ -322,14 +317,14 @@ def database_backend(settings):
 def queued_ticks():
     from django_tasks_db.models import DBTaskResult
 
-    from maintenance_tasks.jobs import scheduler_tick
+    from maintenance_tasks.scheduling import scheduler_tick
 
     jobs = DBTaskResult.objects.filter(task_path=scheduler_tick.module_path, status="READY")
     return sorted(job.args_kwargs["args"][0] for job in jobs)
 
 
 def test_the_scheduler_job_chain_keeps_one_live_job(database_backend):
-    from maintenance_tasks.jobs import ensure_scheduler, scheduler_tick
+    from maintenance_tasks.scheduling import ensure_scheduler, scheduler_tick
 
     assert ensure_scheduler() is True
     assert ensure_scheduler() is False  # alive: no second chain
@@ -352,7 +347,7 @@ def test_the_scheduler_job_chain_keeps_one_live_job(database_backend):
 
 
 def test_no_chain_with_a_backend_that_runs_jobs_in_process():
-    from maintenance_tasks.jobs import ensure_scheduler
+    from maintenance_tasks.scheduling import ensure_scheduler
 
     assert ensure_scheduler() is False  # the immediate backend would never return
 

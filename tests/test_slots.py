@@ -16,7 +16,6 @@ from maintenance_tasks import Runner
 from maintenance_tasks.checks import check_settings
 from maintenance_tasks.jobs import perform_run, watchdog
 from maintenance_tasks.models import Run
-from maintenance_tasks.slots import release
 from maintenance_tasks.status import RunStatus
 from testproject.testapp.models import BatchLog, Item
 
@@ -56,7 +55,7 @@ def test_a_run_beyond_the_cap_waits_enqueued_and_starts_when_a_slot_frees():
         assert next_slice() is None  # nothing wakes it while the slot is taken
 
         busy.transition_to(S.SUCCEEDED)  # ended elsewhere, without a slice end to wake the line
-        release()
+        Runner.release_slot()
         run.refresh_from_db()
         assert run.waiting_since is None
         while next_slice() is not None:
@@ -91,7 +90,7 @@ def test_a_run_waiting_out_a_retry_delay_takes_no_place_in_the_line(request):
         shards = Runner.run(SHARDS, {"shard": 0})
         assert [next_slice(), next_slice()] == ["waiting", "waiting"]  # in line: flaky, then shards
         busy.transition_to(S.SUCCEEDED)
-        release()
+        Runner.release_slot()
         # flaky's first batch, shards' first batch, then flaky's second batch fails: a retry.
         assert [next_slice(), next_slice(), next_slice()] == [S.ENQUEUED] * 3
         flaky.refresh_from_db()

@@ -11,10 +11,10 @@ from django.db.models import Case, F, Q, When
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
-from ..actors import local_actor
-from ..conf import app_settings
-from ..exceptions import ConcurrentChange, InvalidTransition, RunNotStuck
-from ..status import (
+from maintenance_tasks.actors import local_actor
+from maintenance_tasks.conf import app_settings
+from maintenance_tasks.exceptions import ConcurrentChange, InvalidTransition, RunNotStuck
+from maintenance_tasks.status import (
     ACTIVE_STATUSES,
     CANCEL_TARGETS,
     COMPLETED_STATUSES,
@@ -26,6 +26,7 @@ from ..status import (
     RunStatus,
     can_transition,
 )
+
 from .tasks import Task
 
 

@@ -12,7 +12,8 @@ from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
-from ..cron import next_cron, validate_cron
+from maintenance_tasks.cron import next_cron, validate_cron
+
 from .runs import Run
 from .tasks import Task
 

@@ -10,10 +10,10 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
-from ..registry import registry, short_name
+from maintenance_tasks.registry import registry, short_name
 
 if TYPE_CHECKING:
-    from ..processor import Processor
+    from maintenance_tasks.processor import Processor
 
 
 def canonical_json(config: dict[str, Any]) -> str:

@@ -1,10 +1,13 @@
 """Template filters for the maintenance task admin pages."""
 
 import json
+from datetime import timedelta
 from typing import Any
 
 from django import template
 from django.core.serializers.json import DjangoJSONEncoder
+
+from maintenance_tasks import overdue
 
 register = template.Library()
 
@@ -16,11 +19,7 @@ def as_json(value: Any, indent: int | None = None) -> str:
 
 
 @register.filter
-def stuck_for(run: Any) -> str:
-    """Return how long the run has been active if it is stuck (longer than expected), else ""."""
-    from datetime import timedelta
-
-    from maintenance_tasks.scheduling import stuck_for as run_stuck_for
-
-    active_for = run_stuck_for(run)
+def overdue_for(run: Any) -> str:
+    """Return how long the run has been active if it is overdue (longer than expected), else ""."""
+    active_for = overdue.overdue_for(run)
     return str(timedelta(seconds=round(active_for.total_seconds()))) if active_for else ""

@@ -12,18 +12,17 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from maintenance_tasks import deploy
+from maintenance_tasks.actors import local_actor
 from maintenance_tasks.conf import app_settings
 from maintenance_tasks.exceptions import MaintenanceTaskError
 from maintenance_tasks.models import DeployState, Run
 from maintenance_tasks.progress import describe
-from maintenance_tasks.runner import local_actor
 from maintenance_tasks.status import COMPLETED_STATUSES, RunStatus
 
-S = RunStatus
 OK, ERRORED, BAD_INPUT, STOPPED, TIMED_OUT = 0, 1, 2, 3, 4
 DEPLOY_ID_ENV = "MAINTENANCE_DEPLOY_ID"
 #: With --wait, a run in one of these has ended, or waits for an operator.
-SETTLED = COMPLETED_STATUSES | {S.PAUSED}
+SETTLED = COMPLETED_STATUSES | {RunStatus.PAUSED}
 #: Record states an operator sets with --skip and --reset.
 CHANGED_BY_HAND = {DeployState.SKIPPED: "skipped", DeployState.NEW: "reset"}
 
@@ -152,7 +151,7 @@ class Command(BaseCommand):
             self.stdout.write(self.outcome_line(outcome, dry_run=dry_run))
         counts: dict[str, int] = {}
         for outcome in report.outcomes:
-            counts[outcome.result] = counts.get(outcome.result, 0) + 1
+            counts[outcome.result.label] = counts.get(outcome.result.label, 0) + 1
         parts = [f"{count} {result}" for result, count in counts.items()]
         parts += [f"{len(report.resumed)} resumed", f"{len(report.recovered)} recovered"]
         prefix = "Dry run, nothing changed: " if dry_run else ""
@@ -160,7 +159,7 @@ class Command(BaseCommand):
 
     def outcome_line(self, outcome: deploy.Outcome, *, dry_run: bool) -> str:
         head = f"{outcome.name} ({outcome.mode}): "
-        if outcome.result == deploy.ENQUEUED:
+        if outcome.result == deploy.DeployResult.ENQUEUED:
             if dry_run:
                 return f"{head}would enqueue a run ({outcome.reason})."
             run = outcome.run
@@ -169,8 +168,8 @@ class Command(BaseCommand):
             number, status = (run.pk, run.status) if run is not None else ("?", "unknown")
             return self.style.SUCCESS(f"{head}enqueued run {number} ({outcome.reason}); now {status}.")
         reason = f" ({outcome.reason})" if outcome.reason else ""
-        line = f"{head}{outcome.result}{reason}."
-        return self.style.WARNING(line) if outcome.result == deploy.HELD else line
+        line = f"{head}{outcome.result.label}{reason}."
+        return self.style.WARNING(line) if outcome.result == deploy.DeployResult.HELD else line
 
     def show_status(self) -> None:
         rows = deploy.status()
@@ -197,7 +196,7 @@ class Command(BaseCommand):
         lines += [
             f"start {outcome.path} ({outcome.mode}): {outcome.reason}"
             for outcome in report.outcomes
-            if outcome.result == deploy.ENQUEUED
+            if outcome.result == deploy.DeployResult.ENQUEUED
         ]
         for line in lines or ["Nothing to start."]:
             self.stdout.write(line)
@@ -237,13 +236,13 @@ class Command(BaseCommand):
                         self.stdout.write(f"{describe(run)} ({run.task.name}, {run.status}).")
                 next_line = now + app_settings.LOG_INTERVAL
             time.sleep(min(app_settings.TICK_INTERVAL, 1.0))
-        errored = [run for run in ended.values() if run.status == S.ERRORED]
+        errored = [run for run in ended.values() if run.status == RunStatus.ERRORED]
         if errored:
             details = "; ".join(
                 f"run {run.pk} of {run.task}: {run.error_class}: {run.error_message}" for run in errored
             )
             raise CommandError(f"Errored: {details}", returncode=ERRORED)
-        stopped = [run for run in ended.values() if run.status != S.SUCCEEDED]
+        stopped = [run for run in ended.values() if run.status != RunStatus.SUCCEEDED]
         if stopped:
             details = ", ".join(f"run {run.pk} {run.status}" for run in stopped)
             raise CommandError(f"Stopped before the end: {details}.", returncode=STOPPED)

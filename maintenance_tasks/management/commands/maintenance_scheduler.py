@@ -1,4 +1,4 @@
-"""Start due scheduled runs, flag stuck runs and prune old runs: a long-lived loop, or one tick."""
+"""Start due scheduled runs, flag overdue runs and prune old runs: a long-lived loop, or one tick."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from maintenance_tasks.scheduling import TickResult, next_due, tick
 
 class Command(BaseCommand):
     help = (
-        "Start the runs that schedules make due, flag stuck runs and prune old runs once a day. Runs until "
+        "Start the runs that schedules make due, flag overdue runs and prune old runs once a day. Runs until "
         "SIGTERM or SIGINT; any number of schedulers may run at once. Not needed while a worker runs the "
         "scheduler's self-re-enqueuing task."
     )
@@ -60,7 +60,7 @@ class Command(BaseCommand):
             self.stdout.write(f"Started run {run.pk} of {run.task}.")
         for schedule in result.skipped:
             self.stdout.write(f"Skipped schedule {schedule.pk}: {schedule.task} still has an active run.")
-        for run in result.stuck:
-            self.stdout.write(f"Run {run.pk} of {run.task} is stuck ({run.status}).")
+        for run in result.overdue:
+            self.stdout.write(f"Run {run.pk} of {run.task} is overdue ({run.status}).")
         if result.pruned and any(result.pruned.values()):
             self.stdout.write("Pruned " + ", ".join(f"{n} {status}" for status, n in result.pruned.items()) + " runs.")

@@ -7,7 +7,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandParser
 
 from maintenance_tasks.conf import app_settings
-from maintenance_tasks.scheduling import prune_runs
+from maintenance_tasks.retention import prune_runs
 
 
 class Command(BaseCommand):

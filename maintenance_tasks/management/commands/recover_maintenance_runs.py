@@ -7,8 +7,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
+from maintenance_tasks.actors import local_actor
 from maintenance_tasks.conf import app_settings
-from maintenance_tasks.runner import Runner, local_actor
+from maintenance_tasks.runner import Runner
 
 
 class Command(BaseCommand):

@@ -3,23 +3,22 @@
 from __future__ import annotations
 
 import json
-import signal
 import sys
-import threading
 from argparse import ArgumentTypeError
 from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from maintenance_tasks.actors import local_actor
 from maintenance_tasks.conf import app_settings
 from maintenance_tasks.engine import Engine
-from maintenance_tasks.exceptions import MaintenanceTaskError
+from maintenance_tasks.exceptions import MaintenanceTaskError, validation_error_text
 from maintenance_tasks.models import Run
 from maintenance_tasks.progress import ProgressBar, ProgressLog, describe
-from maintenance_tasks.runner import Runner, local_actor
-from maintenance_tasks.slots import release
+from maintenance_tasks.runner import Runner
 from maintenance_tasks.status import RunStatus
+from maintenance_tasks.stopping import StopOnSignal
 
 BAD_INPUT, ERRORED, STOPPED = 2, 1, 3
 
@@ -39,42 +38,6 @@ def name_value(text: str) -> tuple[str, str]:
     if not sep or not name.strip():
         raise ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
     return name.strip(), value
-
-
-def format_validation_error(error: ValidationError) -> str:
-    if hasattr(error, "error_dict"):
-        return "; ".join(f"{field}: {' '.join(messages)}" for field, messages in error.message_dict.items())
-    return " ".join(error.messages)
-
-
-class StopOnSignal:
-    """Turn the first SIGINT/SIGTERM into a request to stop after the current batch."""
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(self, stderr: Any) -> None:
-        self.stderr = stderr
-        self.requested = False
-        self.previous: dict[int, Any] = {}
-
-    def __enter__(self) -> StopOnSignal:
-        if threading.current_thread() is threading.main_thread():
-            for signum in self.SIGNALS:
-                self.previous[signum] = signal.signal(signum, self.handle)
-        return self
-
-    def handle(self, signum: int, frame: Any) -> None:
-        self.requested = True
-        self.stderr.write(f"\n{signal.Signals(signum).name}: stopping after the current batch (again to abort now).")
-        for other in self.previous:
-            signal.signal(other, self.previous[other])
-
-    def __exit__(self, *exc: object) -> None:
-        for signum, handler in self.previous.items():
-            signal.signal(signum, handler)
-
-    def __call__(self) -> bool:
-        return self.requested
 
 
 class Command(BaseCommand):
@@ -130,7 +93,7 @@ class Command(BaseCommand):
                 run = Runner.create(processor, {**(config or {}), **dict(params)}, metadata=actor)
         except ValidationError as error:
             raise CommandError(
-                f"Invalid config for {processor}: {format_validation_error(error)}", returncode=BAD_INPUT
+                f"Invalid config for {processor}: {validation_error_text(error)}", returncode=BAD_INPUT
             ) from None
         except MaintenanceTaskError as error:
             raise CommandError(str(error), returncode=BAD_INPUT) from None
@@ -147,13 +110,13 @@ class Command(BaseCommand):
         else:
             progress = ProgressLog(run, self.stdout, app_settings.LOG_INTERVAL)
         try:
-            with StopOnSignal(self.stderr) as stop:
+            with StopOnSignal(report=lambda message: self.stderr.write(f"\n{message}")) as stop:
                 Engine(run, on_progress=progress, should_stop=stop).perform()
         except MaintenanceTaskError as error:
             raise CommandError(str(error), returncode=STOPPED) from None
         finally:
             progress.close()
-        release()  # the slot this run held (MAX_CONCURRENT_RUNS) goes to a run waiting for one
+        Runner.release_slot()  # the slot this run held (MAX_CONCURRENT_RUNS) goes to a run waiting for one
         if run.status == RunStatus.SUCCEEDED:
             if verbosity:
                 self.stdout.write(self.style.SUCCESS(f"{describe(run)}. Succeeded in {run.time_running:.1f}s."))

@@ -1,0 +1,31 @@
+"""Rename "stuck" runs (active longer than expected) to "overdue"; validate cron expressions on the field."""
+
+from django.db import migrations, models
+
+import maintenance_tasks.cron
+
+
+class Migration(migrations.Migration):
+    dependencies = [
+        ("maintenance_tasks", "0004_background"),
+    ]
+
+    operations = [
+        migrations.RenameField(model_name="run", old_name="stuck_flagged_at", new_name="overdue_flagged_at"),
+        migrations.AlterField(
+            model_name="run",
+            name="overdue_flagged_at",
+            field=models.DateTimeField(blank=True, null=True, verbose_name="flagged overdue"),
+        ),
+        migrations.AlterField(
+            model_name="schedule",
+            name="cron",
+            field=models.CharField(
+                blank=True,
+                help_text="Five fields: minute hour day-of-month month day-of-week, in the site's time zone.",
+                max_length=100,
+                validators=[maintenance_tasks.cron.validate_cron],
+                verbose_name="cron expression",
+            ),
+        ),
+    ]

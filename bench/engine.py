@@ -267,7 +267,7 @@ def bench(options: argparse.Namespace) -> None:
     version = f"{version // 10000}.{version % 10000}" if version else __import__("sqlite3").sqlite_version
     print(
         f"== {connection.vendor} {version}: {options.rows:,} rows seeded in {time.perf_counter() - started:.1f}s; "
-        f"batch_size {options.batch_size}, TICK_INTERVAL {app_settings.TICK_INTERVAL}s, best of {options.rounds} rounds",
+        f"batch_size {options.batch_size}, CHECKPOINT_INTERVAL {app_settings.CHECKPOINT_INTERVAL}s, best of {options.rounds} rounds",
         flush=True,
     )
     size = options.batch_size

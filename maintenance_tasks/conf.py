@@ -5,8 +5,9 @@ from typing import Any
 from django.conf import settings as django_settings
 
 DEFAULTS: dict[str, Any] = {
-    # Seconds between progress writes and checks for pause/cancel requests.
-    "TICK_INTERVAL": 1.0,
+    # Seconds at most between two checkpoints (cursor and progress) of an autocommit run, and
+    # between its looks for pause/cancel requests (atomic runs checkpoint after every batch).
+    "CHECKPOINT_INTERVAL": 1.0,
     # Seconds without a heartbeat after which a running run's executor is taken as dead.
     "STALE_AFTER": 60.0,
     # Seconds a run may stay pausing/cancelling before an operator may force it.
@@ -18,7 +19,7 @@ DEFAULTS: dict[str, Any] = {
     # Runs that background executors may perform at the same time, across every worker
     # and process (None: no limit). Runs beyond it stay enqueued until a slot frees.
     "MAX_CONCURRENT_RUNS": None,
-    # Seconds at most between two scheduler ticks (schedules, overdue runs, retention).
+    # Seconds at most between two scheduler passes (schedules, overdue runs, retention).
     "SCHEDULER_INTERVAL": 60.0,
     # Seconds a run may stay active before it is flagged as overdue, unless its processor sets
     # ``expected_duration`` (not to be confused with STUCK_AFTER, for force-stopping requests).
@@ -29,7 +30,7 @@ DEFAULTS: dict[str, Any] = {
 
 #: The settings that are a positive number of seconds.
 SECONDS = (
-    "TICK_INTERVAL",
+    "CHECKPOINT_INTERVAL",
     "STALE_AFTER",
     "STUCK_AFTER",
     "SLICE_SECONDS",
@@ -38,7 +39,7 @@ SECONDS = (
     "OVERDUE_AFTER",
 )
 #: Settings renamed before the first release: the old name is a system check error naming the new one.
-RENAMED = {"STUCK_RUN_AFTER": "OVERDUE_AFTER"}
+RENAMED = {"STUCK_RUN_AFTER": "OVERDUE_AFTER", "TICK_INTERVAL": "CHECKPOINT_INTERVAL"}
 
 
 class Settings:
@@ -55,8 +56,8 @@ class Settings:
         return DEFAULTS[name]
 
     @property
-    def TICK_INTERVAL(self) -> float:  # noqa: N802 (setting names are upper case)
-        return float(self._get("TICK_INTERVAL"))
+    def CHECKPOINT_INTERVAL(self) -> float:  # noqa: N802 (setting names are upper case)
+        return float(self._get("CHECKPOINT_INTERVAL"))
 
     @property
     def STALE_AFTER(self) -> float:  # noqa: N802

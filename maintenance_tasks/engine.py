@@ -2,7 +2,7 @@
 
 With ``atomic = True`` each batch and the checkpoint that records it commit together,
 so a batch's effects are applied exactly once. With ``atomic = False`` items commit on
-their own and the cursor is saved at most every TICK_INTERVAL (at-least-once).
+their own and the cursor is saved at most every CHECKPOINT_INTERVAL (at-least-once).
 
 Every write is guarded by the run's attempt token: once another executor has taken the
 run over, this one's checkpoint is refused and its batch rolled back.
@@ -74,7 +74,7 @@ class Engine:
         self.writer = GuardedWriter(run.pk)
         # INTERRUPT, SLICE, or the status of a request (pausing/cancelling)
         self.stop_reason: str | None = None
-        self.tick_interval = app_settings.TICK_INTERVAL
+        self.checkpoint_interval = app_settings.CHECKPOINT_INTERVAL
         self.last_write = time.monotonic()
 
     @property
@@ -119,7 +119,7 @@ class Engine:
         self.done_count = run.tick_count
         self.last_done: tuple[Batch, int] | None = None
         self.clock = self.last_write = time.monotonic()
-        self.next_tick = self.clock + self.tick_interval
+        self.next_checkpoint = self.clock + self.checkpoint_interval
         self.slice_end = None if self.slice_seconds is None else self.clock + self.slice_seconds
         beat = max(0.05, app_settings.STALE_AFTER / 4)
         heartbeat = Heartbeat(run.pk, lambda: self.writer.token, lambda: self.last_write, beat)
@@ -197,7 +197,7 @@ class Engine:
         RunEvent.objects.log(run, "retry", run.status, run.status, {"source": "engine"}, **detail)
         deadline = time.monotonic() + delay
         while time.monotonic() < deadline and self.stop_reason is None:
-            time.sleep(min(self.tick_interval, max(0.0, deadline - time.monotonic())))
+            time.sleep(min(self.checkpoint_interval, max(0.0, deadline - time.monotonic())))
             if self.should_stop():
                 self.stop_reason = INTERRUPT
             else:
@@ -239,23 +239,23 @@ class Engine:
         self._settle()
 
     def _done(self, batch: Batch, index: int, items: int) -> None:
-        """Note items done in autocommit mode; checkpoint once per tick, or to stop."""
+        """Note items done in autocommit mode; checkpoint once per CHECKPOINT_INTERVAL, or to stop."""
         self.done_count += items
         self.last_done = (batch, index)
         self._check_stop()
-        if self.stop_reason or time.monotonic() >= self.next_tick:
+        if self.stop_reason or time.monotonic() >= self.next_checkpoint:
             self._checkpoint(batch.cursor_at(index), self.done_count)
             self.last_done = None
 
     def _handle_each(self, batch: Batch, handle: Callable[[Any], None]) -> None:
-        """Autocommit: handle the batch's items one by one; checkpoint once per tick, or to stop.
+        """Autocommit: handle the batch's items one by one; checkpoint once per CHECKPOINT_INTERVAL, or to stop.
 
         The same as calling ``_done(batch, index, 1)`` after each item, with only a flag and
         the clock looked at per item: this loop is the engine's own cost per item.
         """
         should_stop, monotonic, start = self.should_stop, time.monotonic, self.done_count
         slice_end = float("inf") if self.slice_end is None else self.slice_end
-        due = min(self.next_tick, slice_end)
+        due = min(self.next_checkpoint, slice_end)
         done = checkpointed = 0  # items of this batch handled, and recorded by a checkpoint
         try:
             for item in batch.items:
@@ -268,7 +268,7 @@ class Engine:
                 elif now >= slice_end:
                     self.stop_reason = SLICE
                 self._checkpoint(batch.cursor_at(done - 1), start + done)
-                checkpointed, due = done, min(self.next_tick, slice_end)
+                checkpointed, due = done, min(self.next_checkpoint, slice_end)
                 if self.stop_reason:
                     return
         finally:
@@ -323,7 +323,7 @@ class Engine:
         self._write(cursor=cursor, tick_count=tick_count, time_running=time_running)
         run.cursor, run.tick_count, run.time_running = cursor, tick_count, time_running
         self.done_count = tick_count
-        self.next_tick = self.clock + self.tick_interval
+        self.next_checkpoint = self.clock + self.checkpoint_interval
         self.on_progress(run)
 
     def _finish(self, status: RunStatus, *, event: tuple[str, dict[str, Any]] | None = None, **fields: Any) -> None:

@@ -1,12 +1,12 @@
-"""Schedules: code schedules, the scheduler's pass (``tick``), and its job chain.
+"""Schedules: code schedules, the scheduler's pass (``scheduler_pass``), and its job chain.
 
-``tick(now)`` starts the runs that are due, flags overdue runs, and once a day prunes old
+``scheduler_pass(now)`` starts the runs that are due, flags overdue runs, and once a day prunes old
 runs. It takes the time as an argument, so tests drive it with any clock, and it is safe
 with any number of schedulers at once: a due time is claimed by a conditional update of
 ``next_run_at`` (and, where the database can, rows locked by another scheduler are skipped).
 
 With a tasks backend that can defer jobs, the scheduler needs no process of its own: a
-chain of ``scheduler_tick`` jobs, each enqueuing the next, with at most one alive.
+chain of ``scheduler_job`` jobs, each enqueuing the next, with at most one alive.
 """
 
 from __future__ import annotations
@@ -118,17 +118,17 @@ def sync_schedules_after_migrate(sender: Any, using: str = "default", **kwargs: 
 
 
 @dataclass
-class TickResult:
+class PassResult:
     started: list[Run] = field(default_factory=list)
     skipped: list[Schedule] = field(default_factory=list)
     overdue: list[Run] = field(default_factory=list)
     pruned: dict[str, int] | None = None
 
 
-def tick(now: datetime | None = None) -> TickResult:
+def scheduler_pass(now: datetime | None = None) -> PassResult:
     """Start due runs, flag overdue runs and, once a day, prune old runs."""
     now = now or timezone.now()
-    result = TickResult()
+    result = PassResult()
     due = Schedule.objects.filter(enabled=True, next_run_at__lte=now).order_by("next_run_at", "pk")
     for pk in list(due.values_list("pk", flat=True)):
         fire(pk, now, result)
@@ -137,7 +137,7 @@ def tick(now: datetime | None = None) -> TickResult:
     return result
 
 
-def fire(pk: int, now: datetime, result: TickResult) -> Run | None:
+def fire(pk: int, now: datetime, result: PassResult) -> Run | None:
     """Start a run of the schedule if it is due and nobody else took this due time."""
     with transaction.atomic():
         rows = Schedule.objects.filter(pk=pk, enabled=True, next_run_at__lte=now)
@@ -181,22 +181,22 @@ def next_due() -> datetime | None:
 def ensure_scheduler(now: Any = None, **kwargs: Any) -> bool:
     """Start the scheduler's job chain unless it is alive; return whether a job was enqueued.
 
-    The chain is alive while its next tick is due within SCHEDULER_INTERVAL + STALE_AFTER. A
+    The chain is alive while its next pass is due within SCHEDULER_INTERVAL + STALE_AFTER. A
     new chain takes a new token, so at most one chain goes on: an older job finds the token
     moved and stops. Called on ``migrate``, by the deploy hook, when a schedule is saved in
     the admin, and on ``watchdog_ran``.
     """
-    if not can_defer(scheduler_tick):
+    if not can_defer(scheduler_job):
         return False
     now = now or timezone.now()
     state = SchedulerState.get()
     grace = timedelta(seconds=app_settings.SCHEDULER_INTERVAL + app_settings.STALE_AFTER)
-    if state.next_tick_at is not None and state.next_tick_at + grace > now:
+    if state.next_pass_at is not None and state.next_pass_at + grace > now:
         return False
     token = state.token + 1
-    if not SchedulerState.objects.filter(pk=state.pk, token=state.token).update(token=token, next_tick_at=now):
+    if not SchedulerState.objects.filter(pk=state.pk, token=state.token).update(token=token, next_pass_at=now):
         return False  # another process started it just now
-    defer(scheduler_tick, None, token)
+    defer(scheduler_job, None, token)
     return True
 
 
@@ -206,7 +206,7 @@ def on_watchdog_ran(sender: Any, **kwargs: Any) -> None:
 
 
 @task()
-def scheduler_tick(token: int) -> str:
+def scheduler_job(token: int) -> str:
     """Run one scheduler pass, then enqueue the next one at the next due time (at most SCHEDULER_INTERVAL).
 
     Each job moves the token on before it works, so a duplicate or superseded job does
@@ -214,17 +214,17 @@ def scheduler_tick(token: int) -> str:
     """
     interval = timedelta(seconds=app_settings.SCHEDULER_INTERVAL)
     now = timezone.now()
-    if not SchedulerState.objects.filter(pk=1, token=token).update(token=token + 1, next_tick_at=now + interval):
+    if not SchedulerState.objects.filter(pk=1, token=token).update(token=token + 1, next_pass_at=now + interval):
         return "superseded"
-    result = tick()
-    if not can_defer(scheduler_tick):
+    result = scheduler_pass()
+    if not can_defer(scheduler_job):
         return "done"
     now = timezone.now()
     run_after = now + interval
     due = next_due()
     if due is not None:
         run_after = max(now + timedelta(seconds=1), min(run_after, due))
-    if not SchedulerState.objects.filter(pk=1, token=token + 1).update(next_tick_at=run_after):
+    if not SchedulerState.objects.filter(pk=1, token=token + 1).update(next_pass_at=run_after):
         return "superseded"
-    defer(scheduler_tick, run_after, token + 1)
+    defer(scheduler_job, run_after, token + 1)
     return f"started {len(result.started)}, skipped {len(result.skipped)}, overdue {len(result.overdue)}"

@@ -97,7 +97,7 @@ REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
 RQ_QUEUES = {name: {"URL": REDIS_URL} for name in TASKS["default"]["QUEUES"]}
 
 MAINTENANCE_TASKS = {
-    "TICK_INTERVAL": env.float("MAINTENANCE_TICK_INTERVAL", default=1.0),
+    "CHECKPOINT_INTERVAL": env.float("MAINTENANCE_CHECKPOINT_INTERVAL", default=1.0),
     "STALE_AFTER": env.float("MAINTENANCE_STALE_AFTER", default=60.0),
     "LOG_INTERVAL": env.float("MAINTENANCE_LOG_INTERVAL", default=5.0),
     "SLICE_SECONDS": env.float("MAINTENANCE_SLICE_SECONDS", default=60.0),

@@ -1,4 +1,4 @@
-"""One scheduler tick in its own process, started when the barrier file appears (for test_scheduler_processes)."""
+"""One scheduler pass in its own process, started when the barrier file appears (for test_scheduler_processes)."""
 
 import os
 import sys
@@ -12,11 +12,11 @@ import django
 
 django.setup()
 
-from maintenance_tasks.scheduling import tick  # noqa: E402
+from maintenance_tasks.scheduling import scheduler_pass  # noqa: E402
 
 ready, barrier = Path(sys.argv[1]), Path(sys.argv[2])
 ready.touch()
 while not barrier.exists():
     time.sleep(0.001)
-result = tick()
+result = scheduler_pass()
 print(f"started {len(result.started)} skipped {len(result.skipped)}")  # noqa: T201

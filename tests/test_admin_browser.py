@@ -164,7 +164,7 @@ def running_run(manage):
     that sleeps would hold it for the whole batch and starve the live server's writes.
     """
     command = manage(
-        "run_maintenance_task", "IncrementItemsAutocommit", "--arg", "delay=0.05", MAINTENANCE_TICK_INTERVAL="0.1"
+        "run_maintenance_task", "IncrementItemsAutocommit", "--arg", "delay=0.05", MAINTENANCE_CHECKPOINT_INTERVAL="0.1"
     )
     run = wait_for(lambda: Run.objects.filter(status=S.RUNNING, tick_count__gt=0).first(), timeout=60)
     return command, run

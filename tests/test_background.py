@@ -27,10 +27,10 @@ pytestmark = [pytest.mark.processes, pytest.mark.django_db(transaction=True)]
 
 S = RunStatus
 ITEMS_PER_RUN = 60
-SETTINGS = {"TICK_INTERVAL": 0.1, "STALE_AFTER": 2.0, "SLICE_SECONDS": 0.1}
+SETTINGS = {"CHECKPOINT_INTERVAL": 0.1, "STALE_AFTER": 2.0, "SLICE_SECONDS": 0.1}
 WORKER_ENV = {
     "TASKS_BACKEND": "database",
-    "MAINTENANCE_TICK_INTERVAL": "0.1",
+    "MAINTENANCE_CHECKPOINT_INTERVAL": "0.1",
     "MAINTENANCE_STALE_AFTER": "2",
     "MAINTENANCE_SLICE_SECONDS": "0.1",
     "DJANGO_DEBUG": "false",

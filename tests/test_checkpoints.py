@@ -76,7 +76,7 @@ def test_a_stale_executor_cannot_commit_its_process_batch(items):
 
 
 def test_a_stale_autocommit_executor_cannot_move_the_cursor(items, settings):
-    settings.MAINTENANCE_TASKS = {"TICK_INTERVAL": 0}  # a checkpoint after every item
+    settings.MAINTENANCE_TASKS = {"CHECKPOINT_INTERVAL": 0}  # a checkpoint after every item
 
     def take_over():
         Run.objects.filter(status=RunStatus.RUNNING).update(attempt=F("attempt") + 1, cursor="theirs")
@@ -146,7 +146,7 @@ def test_a_slice_ends_after_the_item_or_batch_that_crosses_it(items, name, done)
 
 
 def test_autocommit_asks_should_stop_once_per_item(items, settings):
-    settings.MAINTENANCE_TASKS = {"TICK_INTERVAL": 0}  # and checkpoints after every item
+    settings.MAINTENANCE_TASKS = {"CHECKPOINT_INTERVAL": 0}  # and checkpoints after every item
     calls = StopAfter(10**6)
     run = perform("IncrementItemsAutocommit", should_stop=calls)
     assert run.status == RunStatus.SUCCEEDED and run.tick_count == 25

@@ -26,10 +26,10 @@ def test_defaults_pass(settings):
     [
         ([], ["maintenance_tasks.E001"]),
         ({"TICKS": 1}, ["maintenance_tasks.E002"]),
-        ({"TICK_INTERVAL": 0}, ["maintenance_tasks.E003"]),
-        ({"TICK_INTERVAL": "1"}, ["maintenance_tasks.E003"]),
+        ({"CHECKPOINT_INTERVAL": 0}, ["maintenance_tasks.E003"]),
+        ({"CHECKPOINT_INTERVAL": "1"}, ["maintenance_tasks.E003"]),
         ({"STALE_AFTER": True}, ["maintenance_tasks.E003"]),
-        ({"TICK_INTERVAL": 0.5, "STALE_AFTER": 30}, []),
+        ({"CHECKPOINT_INTERVAL": 0.5, "STALE_AFTER": 30}, []),
         ({"SCHEDULER_INTERVAL": 0}, ["maintenance_tasks.E003"]),
         ({"OVERDUE_AFTER": "1h"}, ["maintenance_tasks.E003"]),
         ({"RETENTION": 30}, ["maintenance_tasks.E013"]),
@@ -43,11 +43,12 @@ def test_wrong_settings_are_reported(settings, value, expected):
     assert ids(value, settings) == expected
 
 
-def test_the_old_name_of_a_renamed_setting_names_the_new_one(settings):
-    settings.MAINTENANCE_TASKS = {"STUCK_RUN_AFTER": 3600}
+@pytest.mark.parametrize(("old", "new"), [("STUCK_RUN_AFTER", "OVERDUE_AFTER"), ("TICK_INTERVAL", "CHECKPOINT_INTERVAL")])
+def test_the_old_name_of_a_renamed_setting_names_the_new_one(settings, old, new):
+    settings.MAINTENANCE_TASKS = {old: 3600}
     messages = [m for m in checks.run_checks(tags=[checks.Tags.compatibility]) if m.id.startswith("maintenance_tasks.")]
     assert [(m.id, m.msg) for m in messages] == [
-        ("maintenance_tasks.E015", "MAINTENANCE_TASKS['STUCK_RUN_AFTER'] was renamed to 'OVERDUE_AFTER'.")
+        ("maintenance_tasks.E015", f"MAINTENANCE_TASKS[{old!r}] was renamed to {new!r}.")
     ]
 
 

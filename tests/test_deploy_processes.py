@@ -31,7 +31,7 @@ ONCE = "testproject.testapp.maintenance.DeployOnce"
 ALWAYS = "testproject.testapp.maintenance.DeployAlways"
 WORKER_ENV = {
     "TASKS_BACKEND": "database",
-    "MAINTENANCE_TICK_INTERVAL": "0.1",
+    "MAINTENANCE_CHECKPOINT_INTERVAL": "0.1",
     "MAINTENANCE_STALE_AFTER": "5",
     "MAINTENANCE_SLICE_SECONDS": "0.5",
     "DJANGO_DEBUG": "false",

@@ -144,7 +144,7 @@ def test_a_stale_executor_cannot_commit_its_batch(items):
 
 
 def test_autocommit_checkpoints_once_per_tick(items, settings, django_assert_max_num_queries):
-    settings.MAINTENANCE_TASKS = {"TICK_INTERVAL": 3600}
+    settings.MAINTENANCE_TASKS = {"CHECKPOINT_INTERVAL": 3600}
     run = Runner.create(APP + "IncrementItemsAutocommit")
     # claim + event + build + count + 3 page reads + 25 saves + final status (read, write, event)
     with django_assert_max_num_queries(40):

@@ -108,7 +108,7 @@ def test_a_worker_runs_the_scheduler_with_no_extra_process(manage):
     from django.test import override_settings
     from django_tasks_db.models import DBTaskResult
 
-    from maintenance_tasks.scheduling import ensure_scheduler, scheduler_tick
+    from maintenance_tasks.scheduling import ensure_scheduler, scheduler_job
 
     if connection.vendor == "mysql" and not connection.features.has_select_for_update_skip_locked:
         pytest.skip("db_worker needs SELECT ... SKIP LOCKED")
@@ -121,12 +121,12 @@ def test_a_worker_runs_the_scheduler_with_no_extra_process(manage):
     queued = []
 
     def all_ran():
-        ticks = DBTaskResult.objects.filter(task_path=scheduler_tick.module_path)
-        queued.append(ticks.filter(status="READY").count())
+        passes = DBTaskResult.objects.filter(task_path=scheduler_job.module_path)
+        queued.append(passes.filter(status="READY").count())
         return not Run.objects.exclude(status="succeeded").exists() and Run.objects.count() == len(schedules)
 
     wait_for(all_ran, timeout=90, interval=0.1)
     assert_each_started_once(schedules)
     assert max(queued) == 1  # one job of the chain queued at a time
-    done = DBTaskResult.objects.filter(task_path=scheduler_tick.module_path, status="SUCCESSFUL").count()
+    done = DBTaskResult.objects.filter(task_path=scheduler_job.module_path, status="SUCCESSFUL").count()
     assert done >= 2  # it went on by itself

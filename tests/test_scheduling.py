@@ -12,7 +12,7 @@ from maintenance_tasks.models import DeployRecord, Run, Schedule, SchedulerState
 from maintenance_tasks.overdue import flag_overdue_runs, overdue_for
 from maintenance_tasks.registry import path_of, registry
 from maintenance_tasks.retention import prune_runs
-from maintenance_tasks.scheduling import sync_code_schedules, tick
+from maintenance_tasks.scheduling import scheduler_pass, sync_code_schedules
 from maintenance_tasks.signals import run_overdue
 from maintenance_tasks.status import RunStatus
 
@@ -86,11 +86,11 @@ def test_a_one_off_schedule_that_has_run_can_still_be_edited():
 def test_cron_starts_one_run_per_due_time():
     schedule = make_schedule(cron="0 3 * * *")
     assert schedule.next_run_at == datetime(2026, 6, 2, 3, 0, tzinfo=UTC)
-    assert tick(datetime(2026, 6, 2, 2, 59, tzinfo=UTC)).started == []
-    started = tick(datetime(2026, 6, 2, 3, 0, 30, tzinfo=UTC)).started
+    assert scheduler_pass(datetime(2026, 6, 2, 2, 59, tzinfo=UTC)).started == []
+    started = scheduler_pass(datetime(2026, 6, 2, 3, 0, 30, tzinfo=UTC)).started
     assert [run.metadata["source"] for run in started] == ["schedule"]
     assert started[0].metadata["due"] == "2026-06-02T03:00:00+00:00"
-    assert tick(datetime(2026, 6, 2, 3, 1, tzinfo=UTC)).started == []  # the same due time: not again
+    assert scheduler_pass(datetime(2026, 6, 2, 3, 1, tzinfo=UTC)).started == []  # the same due time: not again
     schedule.refresh_from_db()
     assert schedule.next_run_at == datetime(2026, 6, 3, 3, 0, tzinfo=UTC)
     assert schedule.last_run == started[0]
@@ -99,18 +99,18 @@ def test_cron_starts_one_run_per_due_time():
 
 def test_run_at_starts_one_run_then_nothing():
     schedule = make_schedule(run_at=T0 + timedelta(hours=1))
-    assert tick(T0).started == []
-    [run] = tick(T0 + timedelta(hours=1)).started
+    assert scheduler_pass(T0).started == []
+    [run] = scheduler_pass(T0 + timedelta(hours=1)).started
     assert run.status == S.ENQUEUED and run.metadata["schedule"] == schedule.pk
     schedule.refresh_from_db()
     assert schedule.next_run_at is None
     Run.objects.filter(pk=run.pk).update(status=S.SUCCEEDED)
-    assert tick(T0 + timedelta(days=30)).started == []
+    assert scheduler_pass(T0 + timedelta(days=30)).started == []
 
 
 def test_a_paused_schedule_starts_nothing():
     make_schedule(cron="* * * * *", enabled=False)
-    assert tick(T0 + timedelta(days=1)).started == []
+    assert scheduler_pass(T0 + timedelta(days=1)).started == []
 
 
 def test_cron_follows_the_time_zone_across_daylight_saving_time(settings):
@@ -121,7 +121,7 @@ def test_cron_follows_the_time_zone_across_daylight_saving_time(settings):
     now = start
     for _ in range(4):
         now = Schedule.objects.get(pk=schedule.pk).next_run_at
-        [run] = tick(now).started
+        [run] = scheduler_pass(now).started
         Run.objects.filter(pk=run.pk).update(status=S.SUCCEEDED)
         due_times.append(datetime.fromisoformat(run.metadata["due"]))
     # 03:00 in Paris each day: 02:00 UTC in winter time, 01:00 UTC in summer time.
@@ -137,7 +137,7 @@ def test_cron_follows_the_time_zone_across_daylight_saving_time(settings):
 def test_missed_due_times_produce_one_run():
     schedule = make_schedule(cron="*/5 * * * *")
     later = T0 + timedelta(hours=10)  # 120 due times missed
-    assert len(tick(later).started) == 1
+    assert len(scheduler_pass(later).started) == 1
     schedule.refresh_from_db()
     assert schedule.next_run_at == later + timedelta(minutes=5)
     assert len(runs_of(schedule)) == 1
@@ -145,20 +145,20 @@ def test_missed_due_times_produce_one_run():
 
 def test_a_schedule_whose_run_is_still_active_is_skipped_not_piled_up():
     schedule = make_schedule(cron="*/5 * * * *")
-    [first] = tick(T0 + timedelta(minutes=5)).started
-    result = tick(T0 + timedelta(minutes=10))
+    [first] = scheduler_pass(T0 + timedelta(minutes=5)).started
+    result = scheduler_pass(T0 + timedelta(minutes=10))
     assert result.started == [] and result.skipped == [schedule]
     schedule.refresh_from_db()
     assert schedule.next_run_at == T0 + timedelta(minutes=15)  # the skipped due time is gone
     Run.objects.filter(pk=first.pk).update(status=S.SUCCEEDED)
-    assert len(tick(T0 + timedelta(minutes=15)).started) == 1
+    assert len(scheduler_pass(T0 + timedelta(minutes=15)).started) == 1
     assert len(runs_of(schedule)) == 2
 
 
 def test_a_schedule_of_a_processor_gone_from_the_code_starts_nothing(caplog):
     task = Task.objects.create(processor="testproject.testapp.maintenance.Gone", config={}, config_digest="x")
     Schedule.objects.create(task=task, cron="* * * * *", next_run_at=T0)
-    assert tick(T0).started == []
+    assert scheduler_pass(T0).started == []
     assert "Unknown processor" in caplog.text
 
 
@@ -220,9 +220,9 @@ def test_an_overdue_run_is_flagged_once_with_a_signal_and_a_warning(settings, ca
 
     run_overdue.connect(receiver)
     try:
-        assert tick(T0 + timedelta(minutes=59)).overdue == []
-        assert [r.pk for r in tick(T0 + timedelta(minutes=61)).overdue] == [run.pk]
-        assert tick(T0 + timedelta(hours=5)).overdue == []  # once per run
+        assert scheduler_pass(T0 + timedelta(minutes=59)).overdue == []
+        assert [r.pk for r in scheduler_pass(T0 + timedelta(minutes=61)).overdue] == [run.pk]
+        assert scheduler_pass(T0 + timedelta(hours=5)).overdue == []  # once per run
         assert flag_overdue_runs(T0 + timedelta(hours=6)) == []
     finally:
         run_overdue.disconnect(receiver)
@@ -300,9 +300,9 @@ def test_the_scheduler_prunes_once_a_day(settings):
     task = TaskFactory(processor=INCREMENT, config={})
     ended(task, S.SUCCEEDED, 3)
     ended(task, S.SUCCEEDED, 0)
-    assert tick(T0).pruned == {"succeeded": 1, "cancelled": 0, "errored": 0}
-    assert tick(T0 + timedelta(hours=23)).pruned is None
-    assert tick(T0 + timedelta(hours=25)).pruned == {"succeeded": 0, "cancelled": 0, "errored": 0}
+    assert scheduler_pass(T0).pruned == {"succeeded": 1, "cancelled": 0, "errored": 0}
+    assert scheduler_pass(T0 + timedelta(hours=23)).pruned is None
+    assert scheduler_pass(T0 + timedelta(hours=25)).pruned == {"succeeded": 0, "cancelled": 0, "errored": 0}
     assert SchedulerState.get().last_pruned_at == T0 + timedelta(hours=25)
 
 
@@ -317,32 +317,32 @@ def database_backend(settings):
 def queued_ticks():
     from django_tasks_db.models import DBTaskResult
 
-    from maintenance_tasks.scheduling import scheduler_tick
+    from maintenance_tasks.scheduling import scheduler_job
 
-    jobs = DBTaskResult.objects.filter(task_path=scheduler_tick.module_path, status="READY")
+    jobs = DBTaskResult.objects.filter(task_path=scheduler_job.module_path, status="READY")
     return sorted(job.args_kwargs["args"][0] for job in jobs)
 
 
 def test_the_scheduler_job_chain_keeps_one_live_job(database_backend):
-    from maintenance_tasks.scheduling import ensure_scheduler, scheduler_tick
+    from maintenance_tasks.scheduling import ensure_scheduler, scheduler_job
 
     assert ensure_scheduler() is True
     assert ensure_scheduler() is False  # alive: no second chain
     [token] = queued_ticks()
     make_schedule(now=timezone.now(), cron="0 3 * * *")
 
-    assert scheduler_tick.call(token).startswith("started 0")
+    assert scheduler_job.call(token).startswith("started 0")
     assert queued_ticks() == [token, token + 1]  # the job just performed is still READY: we called it
-    assert scheduler_tick.call(token) == "superseded"  # a duplicate does nothing, enqueues nothing
+    assert scheduler_job.call(token) == "superseded"  # a duplicate does nothing, enqueues nothing
     assert queued_ticks() == [token, token + 1]
     state = SchedulerState.get()
     assert state.token == token + 1
-    assert state.next_tick_at <= timezone.now() + timedelta(seconds=60)
+    assert state.next_pass_at <= timezone.now() + timedelta(seconds=60)
 
-    # A chain whose job was lost is replaced once its tick is long overdue; the old one stops.
-    SchedulerState.objects.update(next_tick_at=timezone.now() - timedelta(hours=1))
+    # A chain whose job was lost is replaced once its pass is long overdue; the old one stops.
+    SchedulerState.objects.update(next_pass_at=timezone.now() - timedelta(hours=1))
     assert ensure_scheduler() is True
-    assert scheduler_tick.call(token + 1) == "superseded"
+    assert scheduler_job.call(token + 1) == "superseded"
     assert queued_ticks() == [token, token + 1, token + 2]
 
 

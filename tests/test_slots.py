@@ -140,7 +140,7 @@ def test_max_concurrent_runs_none_or_positive_passes():
 
 WORKER_ENV = {
     "TASKS_BACKEND": "database",
-    "MAINTENANCE_TICK_INTERVAL": "0.1",
+    "MAINTENANCE_CHECKPOINT_INTERVAL": "0.1",
     "MAINTENANCE_STALE_AFTER": "3",
     "MAINTENANCE_SLICE_SECONDS": "0.2",
     "MAINTENANCE_MAX_CONCURRENT_RUNS": "2",

@@ -1,4 +1,5 @@
-"""Rename "stuck" runs (active longer than expected) to "overdue"; validate cron expressions on the field."""
+"""Rename "stuck" runs (active longer than expected) to "overdue" and the scheduler's "tick" to "pass";
+validate cron expressions on the field."""
 
 from django.db import migrations, models
 
@@ -12,6 +13,7 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.RenameField(model_name="run", old_name="stuck_flagged_at", new_name="overdue_flagged_at"),
+        migrations.RenameField(model_name="schedulerstate", old_name="next_tick_at", new_name="next_pass_at"),
         migrations.AlterField(
             model_name="run",
             name="overdue_flagged_at",

@@ -127,7 +127,7 @@ class SchedulerState(models.Model):
 
     # Only the job holding the current token re-enqueues itself: a duplicate or old job stops.
     token = models.PositiveIntegerField(default=0)
-    next_tick_at = models.DateTimeField(null=True, blank=True)
+    next_pass_at = models.DateTimeField(null=True, blank=True)
     last_pruned_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:

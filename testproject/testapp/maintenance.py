@@ -314,7 +314,7 @@ def bench_rows(upto):
 class BenchWalk(Processor):
     """Walk BenchRow rows and do nothing: the engine's own cost."""
 
-    atomic = False  # nothing to commit: measures the walk, cursor saved once per tick
+    atomic = False  # nothing to commit: measures the walk, cursor saved once per CHECKPOINT_INTERVAL
     upto: int | None = None
     batch_size: int = 100  # a parameter here, so that the bench can vary it
 

@@ -235,7 +235,7 @@ class Command(BaseCommand):
                     if run.pk in pending:
                         self.stdout.write(f"{describe(run)} ({run.task.name}, {run.status}).")
                 next_line = now + app_settings.LOG_INTERVAL
-            time.sleep(min(app_settings.TICK_INTERVAL, 1.0))
+            time.sleep(min(app_settings.CHECKPOINT_INTERVAL, 1.0))
         errored = [run for run in ended.values() if run.status == RunStatus.ERRORED]
         if errored:
             details = "; ".join(

@@ -1,4 +1,4 @@
-"""Start due scheduled runs, flag overdue runs and prune old runs: a long-lived loop, or one tick."""
+"""Start due scheduled runs, flag overdue runs and prune old runs: a long-lived loop, or one pass."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from django.db import close_old_connections
 from django.utils import timezone
 
 from maintenance_tasks.conf import app_settings
-from maintenance_tasks.scheduling import TickResult, next_due, tick
+from maintenance_tasks.scheduling import PassResult, next_due, scheduler_pass
 
 
 class Command(BaseCommand):
@@ -23,20 +23,20 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--once", action="store_true", help="Run one tick and exit.")
+        parser.add_argument("--once", action="store_true", help="Run one pass and exit.")
 
     def handle(self, *, once: bool, verbosity: int, **options: Any) -> None:
         if once:
-            self.report(tick(), verbosity)
+            self.report(scheduler_pass(), verbosity)
             return
         stop = threading.Event()
         previous = {signum: signal.signal(signum, lambda *_: stop.set()) for signum in (signal.SIGTERM, signal.SIGINT)}
         try:
             if verbosity:
-                self.stdout.write(f"Scheduler started (ticks at least every {app_settings.SCHEDULER_INTERVAL:g}s).")
+                self.stdout.write(f"Scheduler started (a pass at least every {app_settings.SCHEDULER_INTERVAL:g}s).")
             while not stop.is_set():
-                self.report(tick(), verbosity)
-                stop.wait(self.seconds_to_next_tick())
+                self.report(scheduler_pass(), verbosity)
+                stop.wait(self.seconds_to_next_checkpoint())
                 close_old_connections()
         finally:
             for signum, handler in previous.items():
@@ -45,7 +45,7 @@ class Command(BaseCommand):
             self.stdout.write("Scheduler stopped.")
 
     @staticmethod
-    def seconds_to_next_tick() -> float:
+    def seconds_to_next_checkpoint() -> float:
         now = timezone.now()
         wake = now + timedelta(seconds=app_settings.SCHEDULER_INTERVAL)
         due = next_due()
@@ -53,7 +53,7 @@ class Command(BaseCommand):
             wake = min(wake, due)
         return max(0.5, (wake - now).total_seconds())
 
-    def report(self, result: TickResult, verbosity: int) -> None:
+    def report(self, result: PassResult, verbosity: int) -> None:
         if verbosity == 0:
             return
         for run in result.started:

@@ -54,6 +54,14 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                 id="maintenance_tasks.E005",
             )
         )
+    recoveries = user.get("MAX_RECOVERIES", 1)
+    if isinstance(recoveries, bool) or not isinstance(recoveries, int) or recoveries < 1:
+        errors.append(
+            Error(
+                f"MAINTENANCE_TASKS['MAX_RECOVERIES'] must be a positive integer, not {recoveries!r}.",
+                id="maintenance_tasks.E016",
+            )
+        )
     return errors
 
 

@@ -19,6 +19,8 @@ DEFAULTS: dict[str, Any] = {
     # Runs that background executors may perform at the same time, across every worker
     # and process (None: no limit). Runs beyond it stay enqueued until a slot frees.
     "MAX_CONCURRENT_RUNS": None,
+    # Times in a row a run may be recovered at the same cursor (its executor died on it) before it is errored.
+    "MAX_RECOVERIES": 5,
     # Seconds at most between two scheduler passes (schedules, overdue runs, retention).
     "SCHEDULER_INTERVAL": 60.0,
     # Seconds a run may stay active before it is flagged as overdue, unless its processor sets
@@ -79,6 +81,10 @@ class Settings:
     def MAX_CONCURRENT_RUNS(self) -> int | None:  # noqa: N802
         value = self._get("MAX_CONCURRENT_RUNS")
         return None if value is None else int(value)
+
+    @property
+    def MAX_RECOVERIES(self) -> int:  # noqa: N802
+        return int(self._get("MAX_RECOVERIES"))
 
     @property
     def SCHEDULER_INTERVAL(self) -> float:  # noqa: N802

@@ -27,7 +27,14 @@ from django.db.models import F
 from django.utils import timezone
 
 from .conf import app_settings
-from .exceptions import ConcurrentChange, StaleAttempt
+from .exceptions import (
+    BACKTRACE_LIMIT,
+    ConcurrentChange,
+    StaleAttempt,
+    error_class_name,
+    error_message,
+    storable,
+)
 from .heartbeat import GuardedWriter, Heartbeat
 from .iteration import Batch, NoCollection, open_source
 from .models import Run, RunEvent
@@ -42,11 +49,6 @@ RETRY = "retry"
 #: How the engine retries after an error in the processor's ``retry_on``: wait here (foreground),
 #: or hand the run back to go on in a slice after the delay, or at once (a backend without defer).
 SLEEP, DEFER, AT_ONCE = "sleep", "defer", "at_once"
-
-
-def error_class_name(error: BaseException) -> str:
-    cls = type(error)
-    return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
 
 
 class Engine:
@@ -147,14 +149,16 @@ class Engine:
                     if self.stop_reason == RETRY:
                         return run  # handed back for a later slice
                     break
-                logger.error("Run %s errored: %s: %s", run.pk, error_class_name(error), error)
-                self._finish(
-                    RunStatus.ERRORED,
-                    error_class=error_class_name(error),
-                    error_message=str(error),
-                    backtrace=traceback.format_exc(),
-                )
+                self._fail(error)
                 return run
+            except BaseException as error:
+                # SystemExit, KeyboardInterrupt (a second Ctrl-C) and the like: recorded, then on their way.
+                self._settle()
+                if isinstance(error, KeyboardInterrupt):
+                    self._finish(RunStatus.INTERRUPTED)
+                else:
+                    self._fail(error)
+                raise
             break
         if self.stop_reason is None:
             self._finish(RunStatus.SUCCEEDED)
@@ -165,6 +169,23 @@ class Engine:
         else:
             self._finish(RunStatus.PAUSED if self.stop_reason == RunStatus.PAUSING else RunStatus.CANCELLED)
         return run
+
+    def _fail(self, error: BaseException) -> None:
+        """Leave the run errored, with the error made storable, and log it with its traceback and context."""
+        run = self.run
+        error_class, message = error_class_name(error), error_message(error)
+        logger.error(
+            "Run %s of %s errored at cursor %s after %s items: %s: %s",
+            run.pk,
+            run.task.processor,
+            run.cursor,
+            run.tick_count,
+            error_class,
+            message[:1000],
+            exc_info=error,
+        )
+        backtrace = storable(traceback.format_exc(), BACKTRACE_LIMIT)
+        self._finish(RunStatus.ERRORED, error_class=error_class, error_message=message, backtrace=backtrace)
 
     def _retry(self, error: Exception) -> bool:
         """Retry after an error the processor declares in ``retry_on``, while retries are left.
@@ -184,9 +205,9 @@ class Engine:
             "max_retries": processor.max_retries,
             "delay": round(delay, 3),
             "error_class": error_class_name(error),
-            "error_message": str(error)[:1000],
+            "error_message": error_message(error)[:1000],
         }
-        logger.warning("Run %s: %s: %s; retry %s of %s in %.1fs.", run.pk, detail["error_class"], error,
+        logger.warning("Run %s: %s: %s; retry %s of %s in %.1fs.", run.pk, detail["error_class"], detail["error_message"],
                        run.retries, processor.max_retries, delay)  # fmt: skip
         if self.retry != SLEEP:
             self.stop_reason = RETRY

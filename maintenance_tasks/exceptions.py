@@ -2,12 +2,44 @@
 
 from django.core.exceptions import ValidationError
 
+#: The longest error message and backtrace a run keeps (characters); longer ones are cut, with a note.
+MESSAGE_LIMIT = 10_000
+BACKTRACE_LIMIT = 50_000
+
 
 def validation_error_text(error: ValidationError) -> str:
     """Return a ValidationError as one line: ``field: message; other: message`` (or its messages)."""
     if hasattr(error, "error_dict"):
         return "; ".join(f"{name}: {' '.join(messages)}" for name, messages in error.message_dict.items())
     return " ".join(error.messages)
+
+
+def storable(text: str, limit: int) -> str:
+    """Return ``text`` as every database stores it: no NUL, no lone surrogate, at most ``limit`` characters."""
+    text = text.replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode("utf-8")
+    if len(text) > limit:
+        keep = max(0, limit - 60)  # room for the note
+        text = text[:keep] + f"\n[... {len(text) - keep:,} more characters cut]"
+    return text
+
+
+def error_class_name(error: BaseException) -> str:
+    """Return the dotted name of the error's class (just the name for builtins)."""
+    cls = type(error)
+    name = cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+    return storable(name, 255)
+
+
+def error_message(error: BaseException) -> str:
+    """Return the error's message, storable, even when its ``__str__`` raises."""
+    try:
+        text = str(error)
+    except Exception:
+        try:
+            text = repr(error)
+        except Exception:
+            text = f"<{type(error).__qualname__}: str() and repr() failed>"
+    return storable(text, MESSAGE_LIMIT)
 
 
 class MaintenanceTaskError(Exception):
@@ -58,3 +90,11 @@ class InvalidRouting(MaintenanceTaskError):
 
 class DeployError(MaintenanceTaskError):
     """The deploy hook cannot do what was asked for this processor."""
+
+
+class EnqueueFailed(MaintenanceTaskError):
+    """The tasks backend refused the run's job (broker down, bad settings): the run is errored."""
+
+
+class TooManyRecoveries(MaintenanceTaskError):
+    """The run was recovered MAX_RECOVERIES times in a row at the same cursor: it is errored."""

@@ -4,6 +4,10 @@ A job carries only ids: the run's id and the attempt token the run had when the 
 enqueued. All state stays in ``Run``, so any ``django.tasks`` backend works, a duplicate
 job finds the token gone and does nothing, and a lost job is made up for by the watchdog.
 
+The watchdog is one chain of jobs, not one per run: every STALE_AFTER / 2 one job recovers
+the runs whose executor died and the enqueued runs no job will pick up, so watching costs
+the queue O(1) jobs per period whatever the number of runs.
+
 With a backend that runs tasks as they are enqueued (``ImmediateBackend``), the slice that
 a slice enqueues is performed by a loop in the outermost call, never by recursion.
 """
@@ -18,21 +22,29 @@ from typing import Any
 
 from django.db import transaction
 from django.db.models import F
-from django.tasks import Task, task
+from django.tasks import Task, TaskResultStatus, task
 from django.tasks.backends.immediate import ImmediateBackend
-from django.tasks.exceptions import InvalidTask
+from django.tasks.exceptions import InvalidTask, TaskResultDoesNotExist
 from django.utils import timezone
 
 from . import slots
 from .actors import local_actor
 from .conf import app_settings
 from .engine import AT_ONCE, DEFER, INTERRUPT, Engine
-from .exceptions import ConcurrentChange, InvalidRouting, InvalidTransition, UnknownProcessor
-from .models import Run, RunEvent
+from .exceptions import (
+    ConcurrentChange,
+    EnqueueFailed,
+    InvalidRouting,
+    InvalidTransition,
+    UnknownProcessor,
+    error_class_name,
+    error_message,
+)
+from .models import JobChain, Run, RunEvent
 from .processor import Processor
 from .registry import path_of, registry
 from .signals import watchdog_ran
-from .status import EXECUTING_STATUSES, RECOVER_TARGETS, RunStatus
+from .status import RECOVER_TARGETS, RunStatus
 from .stopping import StopOnSignal
 
 logger = logging.getLogger(__name__)
@@ -110,9 +122,8 @@ def enqueue(run: Run) -> None:
     The one way work reaches the queue: starting, resuming, the next slice, a run let in
     under MAX_CONCURRENT_RUNS, a recovered run. The job carries the run's id and its current
     attempt token: only one job per token can claim the run, so a duplicate does nothing.
-    Outside an executor, a watchdog follows in case the job is lost. Inside one, the slice
-    is enqueued once the current one has returned, so that an in-process backend loops
-    instead of recursing.
+    Inside an executor, the slice is enqueued once the current one has returned, so that an
+    in-process backend loops instead of recursing.
     """
     job, run_id, attempt = route(run), run.pk, run.attempt
 
@@ -120,11 +131,46 @@ def enqueue(run: Run) -> None:
         slices: _Slices | None = getattr(_local, "slices", None)
         if slices is not None:
             slices.pending.append((job, run_id, attempt))
-            return
-        job.enqueue(run_id, attempt)
-        watch(run_id, attempt, app_settings.STALE_AFTER + 1)
+        else:
+            submit(job, run_id, attempt)
 
     transaction.on_commit(put)
+
+
+def submit(job: Task[Any, Any], run_id: int, attempt: int) -> bool:
+    """Enqueue the slice job now and note its id on the run; return whether the backend took it.
+
+    A backend that refuses the job (a broker down, bad settings) leaves the run ``errored``
+    with ``EnqueueFailed`` and the backend's message: nothing would ever perform it.
+    """
+    try:
+        result = job.enqueue(run_id, attempt)
+    except Exception as error:
+        _fail_enqueue(run_id, attempt, error)
+        return False
+    Run.objects.filter(pk=run_id, attempt=attempt, status=RunStatus.ENQUEUED).update(job_id=result.id)
+    ensure_watchdog()
+    return True
+
+
+def _fail_enqueue(run_id: int, attempt: int, error: Exception) -> None:
+    message = f"The tasks backend refused the job: {error_class_name(error)}: {error_message(error)}"
+    logger.error("Run %s: %s", run_id, message, exc_info=error)
+    run = Run.objects.filter(pk=run_id, attempt=attempt, status=RunStatus.ENQUEUED).first()
+    if run is None:
+        return
+    try:
+        run.transition_to(
+            RunStatus.ERRORED,
+            token=attempt,
+            action="enqueue",
+            error_class=error_class_name(EnqueueFailed()),
+            error_message=message,
+            backtrace="",
+        )
+    except (ConcurrentChange, InvalidTransition):
+        return  # it moved on meanwhile
+    RunEvent.objects.log(run, "enqueue_failed", RunStatus.ENQUEUED, RunStatus.ERRORED, {"source": "queue"}, error=message)
 
 
 def enqueue_each(runs: list[Run]) -> None:
@@ -133,29 +179,79 @@ def enqueue_each(runs: list[Run]) -> None:
         enqueue(run)
 
 
-def recover(*, actor: dict[str, Any] | None = None, now: Any = None) -> list[Run]:
-    """Take over runs whose executor has not been heard from for STALE_AFTER.
+def job_waiting(run: Run) -> bool:
+    """Return whether the run's job is still queued or running (so no other one is needed)."""
+    if not run.job_id:
+        return False
+    backend = perform_run.get_backend()
+    if not backend.supports_get_result:
+        return False  # it cannot tell: a duplicate job is harmless (the attempt token)
+    try:
+        status = backend.get_result(run.job_id).status
+    except TaskResultDoesNotExist:
+        return False
+    return status in (TaskResultStatus.READY, TaskResultStatus.RUNNING)
 
-    A running run gets a new attempt token (its old executor, if it wakes up, can no
-    longer commit) and a new slice; a pausing run becomes paused and a cancelling one
-    cancelled, since nothing is left to wait for. Running it again does nothing more.
+
+def recover(*, actor: dict[str, Any] | None = None, now: Any = None) -> list[Run]:
+    """Take over runs nobody works on, and put them back on the queue.
+
+    A running run whose executor has not been heard from for STALE_AFTER gets a new attempt
+    token (its old executor, if it wakes up, can no longer commit) and a new slice; a pausing
+    run becomes paused and a cancelling one cancelled, since nothing is left to wait for. An
+    enqueued run that no job will pick up (its job lost or failed, or the command meant to
+    perform it killed before it began) gets a slice. A run recovered more than MAX_RECOVERIES
+    times in a row at the same cursor is errored instead: something kills its executor on it.
+    Running this again does nothing more.
     """
     actor = actor or local_actor("recovery")
+    now = now or timezone.now()
     recovered = []
     for run in Run.objects.stale(now).select_related("task"):
-        old, token, heartbeat_at = run.status, run.attempt, run.heartbeat_at
-        fields: dict[str, Any] = {"attempt": F("attempt") + 1} if old == RunStatus.RUNNING else {}
-        try:
-            run.transition_to(RECOVER_TARGETS[RunStatus(old)], token=token, action="recover", **fields)
-        except (ConcurrentChange, InvalidTransition):
-            continue  # it moved on meanwhile: not ours to recover
-        RunEvent.objects.log(run, "recovered", old, run.status, actor, stale_attempt=token, last_heartbeat=heartbeat_at)
-        if run.status == RunStatus.ENQUEUED:
-            enqueue(run)
-        recovered.append(run)
+        if _recover(run, RECOVER_TARGETS[RunStatus(run.status)], actor):
+            recovered.append(run)
+    for run in Run.objects.unclaimed(now).select_related("task"):
+        if not job_waiting(run) and _recover(run, RunStatus.ENQUEUED, actor):
+            recovered.append(run)
     if recovered:
         enqueue_each(slots.freed())
     return recovered
+
+
+def _recover(run: Run, target: RunStatus, actor: dict[str, Any]) -> bool:
+    old, token, heartbeat_at = run.status, run.attempt, run.heartbeat_at
+    recoveries = 1 if run.cursor != run.recovered_cursor else run.recoveries + 1
+    fields: dict[str, Any] = {"recoveries": recoveries, "recovered_cursor": run.cursor}
+    if target == RunStatus.ENQUEUED and recoveries > app_settings.MAX_RECOVERIES:
+        target = RunStatus.ERRORED
+        fields.update(
+            error_class="maintenance_tasks.exceptions.TooManyRecoveries",
+            error_message=(
+                f"Recovered {recoveries - 1} times in a row at the same cursor ({run.cursor or 'the start'}), "
+                f"more than MAX_RECOVERIES ({app_settings.MAX_RECOVERIES}): its executor dies on it (a crash, "
+                "running out of memory, a kill). Fix the cause, then start a new run."
+            ),
+            backtrace="",
+        )
+    elif old == RunStatus.RUNNING:
+        fields["attempt"] = F("attempt") + 1
+    try:
+        if old == target:  # enqueued: no transition, a conditional update
+            rows = Run.objects.filter(pk=run.pk, status=old, attempt=token, updated_at=run.updated_at)
+            if not rows.update(updated_at=timezone.now(), **fields):
+                return False
+            run.recoveries, run.recovered_cursor = recoveries, run.cursor
+        else:
+            run.transition_to(target, token=token, action="recover", **fields)
+    except (ConcurrentChange, InvalidTransition):
+        return False  # it moved on meanwhile: not ours to recover
+    detail = {"stale_attempt": token, "last_heartbeat": heartbeat_at, "recoveries": recoveries}
+    RunEvent.objects.log(run, "recovered", old, run.status, actor, **detail)
+    if run.status == RunStatus.ERRORED:
+        logger.error("Run %s of %s: %s", run.pk, run.task.processor, fields["error_message"])
+    if run.status == RunStatus.ENQUEUED:
+        enqueue(run)
+    return True
 
 
 @task()
@@ -163,20 +259,34 @@ def perform_run(run_id: int, attempt: int) -> str:
     """Perform one slice of the run if it is still enqueued with this attempt token."""
     slices: _Slices | None = getattr(_local, "slices", None)
     if slices is not None:  # called by the loop below, through an in-process backend
-        return _perform_slice(run_id, attempt, slices)
+        return _perform_slice_safely(run_id, attempt, slices)
     slices = _local.slices = _Slices()
     try:
         with slices.stop:
-            status = _perform_slice(run_id, attempt, slices)
+            status = _perform_slice_safely(run_id, attempt, slices)
             while slices.pending:
                 next_job, next_id, next_attempt = slices.pending.popleft()
                 if slices.stop() and runs_in_process(next_job):
                     _interrupt(next_id, next_attempt)  # this process is going down: nobody else would go on
                     continue
-                next_job.enqueue(next_id, next_attempt)
+                submit(next_job, next_id, next_attempt)
     finally:
         _local.slices = None
     return status
+
+
+def _perform_slice_safely(run_id: int, attempt: int, slices: _Slices) -> str:
+    """Perform the slice; an error of this app's own bookkeeping is logged, never raised into the worker.
+
+    The processor's own errors are the run's (the engine records them); what could still
+    escape is a write that failed (the database went away): the run is then recovered once
+    it is silent for STALE_AFTER, and the worker goes on with other jobs.
+    """
+    try:
+        return _perform_slice(run_id, attempt, slices)
+    except Exception:
+        logger.exception("Run %s: the slice of attempt %s failed; the watchdog recovers the run.", run_id, attempt)
+        return "failed"
 
 
 def _perform_slice(run_id: int, attempt: int, slices: _Slices) -> str:
@@ -193,14 +303,14 @@ def _perform_slice(run_id: int, attempt: int, slices: _Slices) -> str:
     cap = app_settings.MAX_CONCURRENT_RUNS
     try:
         if cap is None:
-            _claim(engine, attempt)
+            engine.claim(attempt)
         else:
             with slots.slot_lock():
                 if not slots.free_slots(cap):
                     slots.join_line(run, attempt)
                     logger.info("Run %s waits for one of the %s slots (MAX_CONCURRENT_RUNS).", run_id, cap)
                     return "waiting"
-                _claim(engine, attempt)
+                engine.claim(attempt)
     except (ConcurrentChange, InvalidTransition):
         logger.info("Run %s was claimed by another job; nothing to do.", run_id)
         run.refresh_from_db(fields=["status"])
@@ -230,46 +340,47 @@ def _interrupt(run_id: int, attempt: int) -> None:
     )
 
 
-def _claim(engine: Engine, attempt: int) -> None:
-    # The claim moves the token to attempt + 1: watch over that attempt from now on.
-    watch(engine.run.pk, attempt + 1, app_settings.STALE_AFTER + 1)
-    engine.claim(attempt)
+# -- the watchdog: one chain of jobs ---------------------------------------------------------------
+
+WATCHDOG = "watchdog"
 
 
-def watch(run_id: int, attempt: int, delay: float) -> None:
-    """Enqueue a watchdog for the run's attempt, ``delay`` seconds from now, if the backend can."""
-    if can_defer(watchdog):
-        defer(watchdog, timezone.now() + timedelta(seconds=delay), run_id, attempt)
+def watch_period() -> float:
+    """Return the seconds between two watchdog jobs: half of STALE_AFTER (at least one second)."""
+    return max(1.0, app_settings.STALE_AFTER / 2)
+
+
+def ensure_watchdog(now: Any = None) -> bool:
+    """Start the watchdog's job chain unless it is alive; return whether a job was enqueued."""
+    if not can_defer(watchdog):
+        return False
+    now = now or timezone.now()
+    token = JobChain.restart(WATCHDOG, now, grace=app_settings.STALE_AFTER + watch_period())
+    if token is None:
+        return False
+    defer(watchdog, None, token)
+    return True
 
 
 @task()
-def watchdog(run_id: int, attempt: int) -> str:
-    """Recover runs whose executor died; keep watching this run while this attempt lasts.
+def watchdog(token: int) -> str:
+    """Recover the runs nobody works on, let runs in line into free slots, then enqueue the next watchdog.
 
-    Each slice enqueues one for its attempt, so while runs are active a watchdog is due
-    within about STALE_AFTER, with no cron job. A run still enqueued with this attempt after
-    STALE_AFTER may have lost its job (its worker died between handing it back and enqueuing
-    the next slice), or waits for a slot under MAX_CONCURRENT_RUNS: it is enqueued once
-    more, and watched again. A duplicate job finds the token gone and does nothing, so this
-    costs at most one extra job per slice. Each watchdog also sends ``watchdog_ran``, on
-    which the scheduler restarts its job chain if it died.
+    One job of the chain is queued at a time (a duplicate or superseded job finds the token
+    moved and does nothing). While no run is active the chain stops; the next enqueued run
+    starts it again. Each job also sends ``watchdog_ran``, on which the scheduler restarts its
+    own chain if it died.
     """
-    recover(actor={"source": "watchdog"})
+    period = timedelta(seconds=watch_period())
+    if not JobChain.advance(WATCHDOG, token, timezone.now() + period):
+        return "superseded"
+    recovered = recover(actor={"source": "watchdog"})
+    enqueue_each(slots.freed())  # in case the slice meant to let them in was lost
     watchdog_ran.send(sender=watchdog)
-    run = Run.objects.select_related("task").filter(pk=run_id).first()
-    if run is None or run.attempt != attempt or run.status not in {*EXECUTING_STATUSES, RunStatus.ENQUEUED}:
-        return "done"
-    stale_after = app_settings.STALE_AFTER
-    now = timezone.now()
-    if run.status == RunStatus.ENQUEUED:
-        since = max(run.updated_at, run.retry_at or run.updated_at)  # a retry is not due before retry_at
-        waited = (now - since).total_seconds()
-        if waited < stale_after:
-            watch(run_id, attempt, stale_after - waited + 1)
-            return "watching"
-        logger.info("Run %s has waited %.0fs for its slice; enqueuing it once more.", run_id, waited)
-        enqueue(run)  # with a watchdog: that slice may wait for a slot too
-        return "enqueued again"
-    since = (now - run.heartbeat_at).total_seconds() if run.heartbeat_at else stale_after
-    watch(run_id, attempt, max(1.0, stale_after - since + 1))
-    return "watching"
+    if not Run.objects.active().exists():
+        JobChain.reschedule(WATCHDOG, token + 1, None)
+        return f"recovered {len(recovered)}; no active run: the chain stops"
+    run_after = timezone.now() + period
+    if JobChain.reschedule(WATCHDOG, token + 1, run_after):
+        defer(watchdog, run_after, token + 1)
+    return f"recovered {len(recovered)}"

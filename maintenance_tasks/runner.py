@@ -6,19 +6,27 @@ work on the queue is ``jobs``. The runner ties them together: validate, create, 
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, InterfaceError, OperationalError, connections, transaction
 from django.utils import timezone
 
 from . import jobs, slots
 from .actors import local_actor
 from .conf import app_settings
-from .exceptions import RunAlreadyActive, RunNotResumable
+from .exceptions import (
+    ConcurrentChange,
+    EnqueueFailed,
+    InvalidTransition,
+    RunAlreadyActive,
+    RunNotResumable,
+    error_class_name,
+)
 from .models import Run, RunEvent, Task
 from .processor import Processor
 from .registry import registry
-from .status import RESUME_TARGETS, RunStatus
+from .status import EXECUTING_STATUSES, RESUME_TARGETS, RunStatus
 
 
 class Runner:
@@ -34,11 +42,14 @@ class Runner:
         """Validate the config, create the task if needed and a run, and put it on the queue.
 
         Raise ValidationError for a bad config and RunAlreadyActive when the task already has
-        an active run; nothing is saved then.
+        an active run; nothing is saved then. Raise EnqueueFailed when the tasks backend refuses
+        the job: the run is saved, errored, with the backend's message.
         """
         run = Runner.create(processor, config, metadata=metadata)
         jobs.enqueue(run)
         run.refresh_from_db()
+        if run.status == RunStatus.ERRORED and run.error_class == error_class_name(EnqueueFailed()):
+            raise EnqueueFailed(f"Run {run.pk} of {run.task} could not be enqueued (it is errored): {run.error_message}")
         return run
 
     @staticmethod
@@ -68,28 +79,45 @@ class Runner:
     def resume(run: Run, *, actor: dict[str, Any] | None = None, force: bool = False, execute: bool = True) -> Run:
         """Enqueue a paused or interrupted run again; it goes on from its cursor.
 
-        A run still marked running is taken over only when its heartbeat is older than
-        STALE_AFTER (its executor died), or with ``force``. Its old executor, if alive,
-        can no longer commit. With ``execute=False`` the caller performs it.
+        A run still marked running, or enqueued with no job waiting for it (the command meant
+        to perform it was killed first), is taken over only when nothing has been heard from
+        it for STALE_AFTER, or with ``force``. Its old executor, if alive, can no longer commit.
+        With ``execute=False`` the caller performs it. Raise UnknownProcessor, leaving the run
+        as it is, when its processor is no longer in the code.
         """
-        run.refresh_from_db(fields=["status", "heartbeat_at"])
+        run.refresh_from_db(fields=["status", "heartbeat_at", "updated_at", "job_id", "attempt"])
+        registry.get(run.task.processor)  # a processor gone from the code cannot go on
         if execute:
             jobs.route(run)  # a queue the backend refuses is an error now, before the run moves
         targets = dict(RESUME_TARGETS)
-        if run.status == RunStatus.RUNNING:
-            age = (timezone.now() - run.heartbeat_at).total_seconds() if run.heartbeat_at else None
-            if not force and age is not None and age < app_settings.STALE_AFTER:
-                raise RunNotResumable(
-                    f"Run {run.pk} is running (last heartbeat {age:.0f}s ago). If its process is gone, "
-                    f"wait until STALE_AFTER ({app_settings.STALE_AFTER:.0f}s) has passed or force it."
-                )
-            targets[RunStatus.RUNNING] = RunStatus.ENQUEUED
+        if run.status in (RunStatus.RUNNING, RunStatus.ENQUEUED):
+            Runner._check_taken_over(run, force)
+            targets[RunStatus(run.status)] = RunStatus.ENQUEUED
         if run.status not in targets:
             raise RunNotResumable(f"Run {run.pk} is {run.status}: only paused or interrupted runs can be resumed.")
-        run.request("resume", targets, actor)
+        if run.status == RunStatus.ENQUEUED:  # still enqueued: nothing to change but who performs it
+            RunEvent.objects.log(run, "resume", run.status, run.status, actor or local_actor("python"))
+        else:
+            run.request("resume", targets, actor)
         if execute:
             jobs.enqueue(run)
         return run
+
+    @staticmethod
+    def _check_taken_over(run: Run, force: bool) -> None:
+        """Refuse to take over a running or enqueued run that someone may still be working on."""
+        if run.status == RunStatus.ENQUEUED and jobs.job_waiting(run) and not force:
+            raise RunNotResumable(
+                f"Run {run.pk} is enqueued and its job {run.job_id} waits for a worker; force it to perform it here."
+            )
+        last = run.heartbeat_at if run.status == RunStatus.RUNNING else run.updated_at
+        age = (timezone.now() - last).total_seconds() if last else None
+        if not force and age is not None and age < app_settings.STALE_AFTER:
+            heard = "last heartbeat" if run.status == RunStatus.RUNNING else "last change"
+            raise RunNotResumable(
+                f"Run {run.pk} is {run.status} ({heard} {age:.0f}s ago). If its process is gone, "
+                f"wait until STALE_AFTER ({app_settings.STALE_AFTER:.0f}s) has passed or force it."
+            )
 
     @staticmethod
     def pause(run: Run, *, actor: dict[str, Any] | None = None) -> Run:
@@ -112,6 +140,35 @@ class Runner:
     def recover(*, actor: dict[str, Any] | None = None, now: Any = None) -> list[Run]:
         """Take over runs whose executor has not been heard from for STALE_AFTER (see ``jobs.recover``)."""
         return jobs.recover(actor=actor, now=now)
+
+    @staticmethod
+    def interrupt_after_outage(run: Run, token: int, *, seconds: float = 10.0) -> bool:
+        """Leave a foreground run interrupted after its database connection was lost; return whether it is.
+
+        Tries again for ``seconds`` while the database does not answer (a server restart).
+        Only the attempt ``token`` that held the run may move it, so a run taken over meanwhile
+        is left alone.
+        """
+        deadline = time.monotonic() + seconds
+        while True:
+            connections.close_all()  # the broken connection: the next query opens a new one
+            try:
+                run.refresh_from_db(fields=["status", "attempt"])
+                if run.attempt != token or run.status not in EXECUTING_STATUSES:
+                    return False
+                old = run.status
+                target = {RunStatus.PAUSING: RunStatus.PAUSED, RunStatus.CANCELLING: RunStatus.CANCELLED}.get(
+                    RunStatus(old), RunStatus.INTERRUPTED
+                )
+                run.transition_to(target, token=token, action="interrupt")
+                RunEvent.objects.log(run, "connection_lost", old, target, local_actor("cli"))
+                return True
+            except (OperationalError, InterfaceError):
+                if time.monotonic() >= deadline:
+                    return False
+                time.sleep(1.0)
+            except (ConcurrentChange, InvalidTransition):
+                return False
 
     @staticmethod
     def release_slot() -> None:

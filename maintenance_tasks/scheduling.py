@@ -27,7 +27,7 @@ from .conf import app_settings
 from .cron import cron_error, next_cron
 from .exceptions import MaintenanceTaskError, RunAlreadyActive, validation_error_text
 from .jobs import can_defer, defer
-from .models import Run, Schedule, SchedulerState, ScheduleSource, Task
+from .models import JobChain, Run, Schedule, ScheduleSource, Task
 from .overdue import flag_overdue_runs
 from .processor import Processor
 from .registry import registry
@@ -178,7 +178,10 @@ def next_due() -> datetime | None:
 # -- the scheduler's job chain, with no extra process ------------------------------------------
 
 
-def ensure_scheduler(now: Any = None, **kwargs: Any) -> bool:
+SCHEDULER = "scheduler"
+
+
+def ensure_scheduler(now: Any = None) -> bool:
     """Start the scheduler's job chain unless it is alive; return whether a job was enqueued.
 
     The chain is alive while its next pass is due within SCHEDULER_INTERVAL + STALE_AFTER. A
@@ -189,13 +192,9 @@ def ensure_scheduler(now: Any = None, **kwargs: Any) -> bool:
     if not can_defer(scheduler_job):
         return False
     now = now or timezone.now()
-    state = SchedulerState.get()
-    grace = timedelta(seconds=app_settings.SCHEDULER_INTERVAL + app_settings.STALE_AFTER)
-    if state.next_pass_at is not None and state.next_pass_at + grace > now:
+    token = JobChain.restart(SCHEDULER, now, grace=app_settings.SCHEDULER_INTERVAL + app_settings.STALE_AFTER)
+    if token is None:
         return False
-    token = state.token + 1
-    if not SchedulerState.objects.filter(pk=state.pk, token=state.token).update(token=token, next_pass_at=now):
-        return False  # another process started it just now
     defer(scheduler_job, None, token)
     return True
 
@@ -213,8 +212,7 @@ def scheduler_job(token: int) -> str:
     nothing and enqueues nothing: one job of the chain is queued at any time.
     """
     interval = timedelta(seconds=app_settings.SCHEDULER_INTERVAL)
-    now = timezone.now()
-    if not SchedulerState.objects.filter(pk=1, token=token).update(token=token + 1, next_pass_at=now + interval):
+    if not JobChain.advance(SCHEDULER, token, timezone.now() + interval):
         return "superseded"
     result = scheduler_pass()
     if not can_defer(scheduler_job):
@@ -224,7 +222,7 @@ def scheduler_job(token: int) -> str:
     due = next_due()
     if due is not None:
         run_after = max(now + timedelta(seconds=1), min(run_after, due))
-    if not SchedulerState.objects.filter(pk=1, token=token + 1).update(next_pass_at=run_after):
+    if not JobChain.reschedule(SCHEDULER, token + 1, run_after):
         return "superseded"
     defer(scheduler_job, run_after, token + 1)
     return f"started {len(result.started)}, skipped {len(result.skipped)}, overdue {len(result.overdue)}"

@@ -25,12 +25,13 @@ TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
             RunStatus.PAUSED,  # paused before any executor picked it up
             RunStatus.CANCELLED,  # cancelled before any executor picked it up
             RunStatus.INTERRUPTED,  # its in-process executor (ImmediateBackend) was told to stop before this slice
+            RunStatus.ERRORED,  # its job could not be put on the queue (EnqueueFailed)
         }
     ),
     RunStatus.RUNNING: frozenset(
         {
             RunStatus.SUCCEEDED,  # the collection is exhausted
-            RunStatus.ERRORED,  # process() raised
+            RunStatus.ERRORED,  # process() raised, or it was recovered MAX_RECOVERIES times without progress
             RunStatus.PAUSING,  # pause requested; the executor stops after its batch
             RunStatus.CANCELLING,  # cancel requested; the executor stops after its batch
             RunStatus.INTERRUPTED,  # the executor was told to stop (SIGINT/SIGTERM)

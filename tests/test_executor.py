@@ -15,7 +15,7 @@ from django_tasks_db.models import DBTaskResult
 from maintenance_tasks import Runner
 from maintenance_tasks.checks import check_processors, check_settings
 from maintenance_tasks.exceptions import InvalidRouting
-from maintenance_tasks.jobs import perform_run, slice_job, watchdog
+from maintenance_tasks.jobs import ensure_watchdog, perform_run, slice_job, watchdog
 from maintenance_tasks.models import Run, RunEvent
 from maintenance_tasks.registry import registry
 from maintenance_tasks.status import RunStatus
@@ -74,10 +74,8 @@ def test_a_slice_hands_the_run_back_and_a_duplicate_job_does_nothing():
             run.refresh_from_db()
     assert run.status == S.SUCCEEDED
     assert sorted(Item.objects.values_list("times_processed", flat=True)) == [1] * 30
-    # Every slice also left a watchdog for its attempt, due after STALE_AFTER.
-    watchdogs = DBTaskResult.objects.filter(task_path="maintenance_tasks.jobs.watchdog")
-    assert {job.args_kwargs["args"][1] for job in watchdogs} >= {0, 1, 2, 3}
-    assert all(job.run_after > job.enqueued_at for job in watchdogs)
+    # One watchdog chain watches over every run: one job, however many slices.
+    assert DBTaskResult.objects.filter(task_path="maintenance_tasks.jobs.watchdog").count() == 1
 
 
 @pytest.mark.django_db(transaction=True)
@@ -151,27 +149,39 @@ def test_recover_command_reports_what_it_did():
 
 
 @pytest.mark.django_db(transaction=True)
-def test_watchdog_recovers_and_watches_while_its_attempt_lasts():
+def test_one_watchdog_chain_recovers_runs_and_renews_itself():
     old = timezone.now() - datetime.timedelta(seconds=120)
     other = RunFactory(cancelling=True, heartbeat_at=old)
     run = RunFactory(running=True, attempt=5, task=TaskFactory(config={"delay": 0.5}))
+    watchdogs = DBTaskResult.objects.filter(task_path="maintenance_tasks.jobs.watchdog")
     with override_settings(TASKS=DATABASE_TASKS):
-        assert watchdog.call(run.pk, 5) == "watching"
+        assert ensure_watchdog() is True
+        assert ensure_watchdog() is False  # alive: no second chain
+        [token] = [job.args_kwargs["args"][0] for job in watchdogs.all()]
+        assert watchdog.call(token) == "recovered 1"
         other.refresh_from_db()
         assert other.status == S.CANCELLED
-        watching = DBTaskResult.objects.filter(
-            task_path="maintenance_tasks.jobs.watchdog", args_kwargs__args=[run.pk, 5]
-        )
-        assert watching.count() == 1  # watches again later
-        assert watchdog.call(run.pk, 4) == "done"  # an older attempt's watchdog stops
+        later = watchdogs.get(args_kwargs__args=[token + 1])  # the next one, half of STALE_AFTER later
+        assert 0 < (later.run_after - later.enqueued_at).total_seconds() <= 31
+        assert watchdog.call(token) == "superseded"  # a duplicate does nothing, enqueues nothing
+        assert sorted(job.args_kwargs["args"] for job in watchdogs.all()) == [[token], [token + 1]]
 
-        # A run left enqueued with this attempt for STALE_AFTER (its job lost) gets a slice again.
+        # A run left enqueued for STALE_AFTER whose job is gone gets a slice again...
         Run.objects.filter(pk=run.pk).update(status=S.ENQUEUED, updated_at=old)
         DBTaskResult.objects.all().delete()
-        assert watchdog.call(run.pk, 5) == "enqueued again"
-        paths = sorted(DBTaskResult.objects.values_list("task_path", flat=True))
-        # ... and it watches on, in case that slice waits for a slot (MAX_CONCURRENT_RUNS) or is lost too.
-        assert paths == ["maintenance_tasks.jobs.perform_run", "maintenance_tasks.jobs.watchdog"]
+        assert watchdog.call(token + 1) == "recovered 1"
+        [job] = slice_jobs(run.pk, 5)
+        run.refresh_from_db()
+        assert run.job_id == str(job.pk)
+        # ... but not while that job waits for a worker.
+        Run.objects.filter(pk=run.pk).update(updated_at=old)
+        assert watchdog.call(token + 2) == "recovered 0"
+        assert slice_jobs(run.pk, 5).count() == 1
+
+        # With no active run left, the chain stops; the next enqueued run starts it again.
+        Run.objects.filter(pk=run.pk).update(status=S.CANCELLED)
+        assert watchdog.call(token + 3) == "recovered 0; no active run: the chain stops"
+        assert ensure_watchdog() is True
 
 
 @pytest.mark.parametrize("value", [0, -1, "60", True])
@@ -253,7 +263,7 @@ def test_a_retry_is_deferred_to_retry_at_and_an_early_job_does_nothing(request):
         assert perform_run.call(run.pk, 1) == "retry later"  # a job that comes early does nothing
         old = timezone.now() - datetime.timedelta(hours=1)
         Run.objects.filter(pk=run.pk).update(updated_at=old)
-        assert watchdog.call(run.pk, 1) == "watching"  # not lost: it waits for retry_at
+        assert Runner.recover() == []  # not lost: it waits for retry_at
 
         Run.objects.filter(pk=run.pk).update(retry_at=old)
         assert perform_run.call(run.pk, 1) == S.SUCCEEDED  # from its cursor

@@ -8,7 +8,7 @@ from django.utils import timezone
 
 from maintenance_tasks import Processor
 from maintenance_tasks.cron import cron_error, next_cron
-from maintenance_tasks.models import DeployRecord, Run, Schedule, SchedulerState, ScheduleSource, Task
+from maintenance_tasks.models import DeployRecord, JobChain, Run, Schedule, SchedulerState, ScheduleSource, Task
 from maintenance_tasks.overdue import flag_overdue_runs, overdue_for
 from maintenance_tasks.registry import path_of, registry
 from maintenance_tasks.retention import prune_runs
@@ -335,12 +335,12 @@ def test_the_scheduler_job_chain_keeps_one_live_job(database_backend):
     assert queued_ticks() == [token, token + 1]  # the job just performed is still READY: we called it
     assert scheduler_job.call(token) == "superseded"  # a duplicate does nothing, enqueues nothing
     assert queued_ticks() == [token, token + 1]
-    state = SchedulerState.get()
-    assert state.token == token + 1
-    assert state.next_pass_at <= timezone.now() + timedelta(seconds=60)
+    chain = JobChain.objects.get(name="scheduler")
+    assert chain.token == token + 1
+    assert chain.next_run_at <= timezone.now() + timedelta(seconds=60)
 
     # A chain whose job was lost is replaced once its pass is long overdue; the old one stops.
-    SchedulerState.objects.update(next_pass_at=timezone.now() - timedelta(hours=1))
+    JobChain.objects.filter(name="scheduler").update(next_run_at=timezone.now() - timedelta(hours=1))
     assert ensure_scheduler() is True
     assert scheduler_job.call(token + 1) == "superseded"
     assert queued_ticks() == [token, token + 1, token + 2]

@@ -1,6 +1,5 @@
 """MAX_CONCURRENT_RUNS: runs beyond the cap wait enqueued, take turns, and start as slots free."""
 
-import datetime
 import itertools
 import signal
 
@@ -15,7 +14,7 @@ from django_tasks_db.models import DBTaskResult, get_date_max
 from maintenance_tasks import Runner
 from maintenance_tasks.checks import check_settings
 from maintenance_tasks.jobs import perform_run, watchdog
-from maintenance_tasks.models import Run
+from maintenance_tasks.models import JobChain, Run
 from maintenance_tasks.status import RunStatus
 from testproject.testapp.models import BatchLog, Item
 
@@ -110,18 +109,20 @@ def slice_jobs_due_later(run):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_the_watchdog_keeps_enqueuing_a_waiting_run():
-    RunFactory(running=True, task=TaskFactory(config={"delay": 0.5}))  # holds the only slot
+def test_the_watchdog_lets_a_waiting_run_in_when_a_slot_frees_without_a_slice_end():
+    busy = RunFactory(running=True, task=TaskFactory(config={"delay": 0.5}))  # holds the only slot
     with override_settings(TASKS=DATABASE_TASKS), capped(1):
         run = Runner.run(SHARDS, {"shard": 0})
         assert next_slice() == "waiting"
-        assert watchdog.call(run.pk, 0) == "watching"  # it has not waited STALE_AFTER yet
-        Run.objects.filter(pk=run.pk).update(updated_at=run.created_at - datetime.timedelta(hours=1))
+        token = JobChain.objects.get(name="watchdog").token
         DBTaskResult.objects.all().delete()
-        assert watchdog.call(run.pk, 0) == "enqueued again"
-        pending = {(job.task_path, tuple(job.args_kwargs["args"])) for job in DBTaskResult.objects.all()}
-        assert pending == {(perform_run.module_path, (run.pk, 0)), (watchdog.module_path, (run.pk, 0))}
-        assert next_slice() == "waiting"  # still no slot: it waits on, watched
+        assert watchdog.call(token) == "recovered 0"
+        assert next_slice() is None  # still no slot: it waits in line, no job for it
+        Run.objects.filter(pk=busy.pk).update(status=S.SUCCEEDED)  # the slot frees with nobody to say so
+        assert watchdog.call(token + 1) == "recovered 0"
+        run.refresh_from_db()
+        assert run.waiting_since is None  # out of the line, with a slice
+        assert next_slice() not in (None, "waiting")  # a slice claims it
 
 
 @pytest.mark.parametrize("value", [0, -1, 1.5, "2", True])

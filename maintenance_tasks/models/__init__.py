@@ -1,13 +1,15 @@
 """The app's models, one module per concern; import them from here."""
 
+from .coordination import JobChain, Lock
 from .deploys import DeployRecord, DeployState
-from .runs import Lock, Run, RunEvent, RunQuerySet
+from .runs import Run, RunEvent, RunQuerySet
 from .schedules import Schedule, SchedulerState, ScheduleSource
 from .tasks import Task, canonical_json
 
 __all__ = [
     "DeployRecord",
     "DeployState",
+    "JobChain",
     "Lock",
     "Run",
     "RunEvent",

@@ -1,4 +1,4 @@
-"""Run (one execution of a task), its audit trail (RunEvent), and Lock, for taking turns."""
+"""Run (one execution of a task) and its audit trail (RunEvent)."""
 
 from __future__ import annotations
 
@@ -52,6 +52,18 @@ class RunQuerySet(models.QuerySet["Run"]):
         limit = (now or timezone.now()) - timedelta(seconds=app_settings.STALE_AFTER)
         return self.executing().filter(Q(heartbeat_at__lt=limit) | Q(heartbeat_at__isnull=True))
 
+    def unclaimed(self, now: Any = None) -> RunQuerySet:
+        """Return enqueued runs nobody has claimed for STALE_AFTER, that wait neither for a slot nor a retry.
+
+        Either their job waits behind others, or no job will ever come (a lost job, a foreground
+        command killed before it claimed its run): the caller tells which from ``job_id``.
+        """
+        now = now or timezone.now()
+        limit = now - timedelta(seconds=app_settings.STALE_AFTER)
+        return self.filter(status=RunStatus.ENQUEUED, updated_at__lt=limit, waiting_since__isnull=True).filter(
+            Q(retry_at__isnull=True) | Q(retry_at__lt=limit)
+        )
+
 
 class Run(models.Model):
     """One execution of a task: its status, cursor, progress, timings and errors."""
@@ -74,6 +86,12 @@ class Run(models.Model):
     # When the scheduler flagged the run as overdue (active longer than expected): once per run.
     overdue_flagged_at = models.DateTimeField(_("flagged overdue"), null=True, blank=True)
     time_running = models.FloatField(_("time running (s)"), default=0.0)
+    # The tasks backend's id of the job that is to perform the run's next slice ("": none, or a
+    # foreground command performs it).
+    job_id = models.CharField(_("job id"), max_length=255, blank=True)
+    # Recoveries in a row at the same cursor: past MAX_RECOVERIES the run errors instead of going round.
+    recoveries = models.PositiveIntegerField(_("recoveries without progress"), default=0)
+    recovered_cursor = models.TextField(null=True, blank=True, editable=False)  # noqa: DJ001 (the cursor then)
     error_class = models.CharField(_("error class"), max_length=255, blank=True)
     error_message = models.TextField(_("error message"), blank=True)
     backtrace = models.TextField(_("backtrace"), blank=True)
@@ -273,27 +291,3 @@ class RunEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.action} by {self.user or self.source}"
-
-
-class Lock(models.Model):
-    """A named row that a transaction updates first to take turns with other processes.
-
-    An UPDATE locks the row until commit on PostgreSQL and MySQL, and takes the write lock
-    on SQLite, so a check made after it cannot race with the same check elsewhere.
-    """
-
-    name = models.CharField(primary_key=True, max_length=64)
-    taken_at = models.DateTimeField(null=True)
-
-    class Meta:
-        default_permissions = ()
-
-    def __str__(self) -> str:
-        return self.name
-
-    @classmethod
-    def take(cls, name: str) -> None:
-        """Hold the lock ``name`` until the current transaction ends."""
-        if not cls.objects.filter(name=name).update(taken_at=timezone.now()):
-            cls.objects.get_or_create(name=name)
-            cls.objects.filter(name=name).update(taken_at=timezone.now())

@@ -123,18 +123,15 @@ class Schedule(models.Model):
 
 
 class SchedulerState(models.Model):
-    """One row: the scheduler's self-re-enqueuing job (by token) and when runs were last pruned."""
+    """One row: when runs were last pruned (the scheduler's job chain is a ``JobChain``)."""
 
-    # Only the job holding the current token re-enqueues itself: a duplicate or old job stops.
-    token = models.PositiveIntegerField(default=0)
-    next_pass_at = models.DateTimeField(null=True, blank=True)
     last_pruned_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         default_permissions = ()
 
     def __str__(self) -> str:
-        return f"scheduler (token {self.token})"
+        return f"scheduler (last pruned {self.last_pruned_at})"
 
     @classmethod
     def get(cls) -> SchedulerState:

@@ -9,6 +9,7 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import InterfaceError, OperationalError
 
 from maintenance_tasks.actors import local_actor
 from maintenance_tasks.conf import app_settings
@@ -99,6 +100,17 @@ class Command(BaseCommand):
             raise CommandError(str(error), returncode=BAD_INPUT) from None
         self.perform(run, verbosity)
 
+    @staticmethod
+    def connection_lost(run: Run, token: int, error: Exception) -> str:
+        """Leave the run interrupted if the database answers again soon; say how to go on."""
+        lost = f"Lost the database connection ({' '.join(str(error).split())[:200]})."
+        if Runner.interrupt_after_outage(run, token):
+            return f"{lost} Run {run.pk} is interrupted; resume with: manage.py run_maintenance_task --resume {run.pk}"
+        return (
+            f"{lost} Run {run.pk} is left as it was; once the database is back, resume with: "
+            f"manage.py run_maintenance_task --resume {run.pk} (after STALE_AFTER, or at once with --force)"
+        )
+
     def perform(self, run: Run, verbosity: int) -> None:
         if verbosity:
             self.stdout.write(f"Run {run.pk} of {run.task} started.")
@@ -109,11 +121,15 @@ class Command(BaseCommand):
             progress = ProgressBar(run, sys.stderr)
         else:
             progress = ProgressLog(run, self.stdout, app_settings.LOG_INTERVAL)
+        engine = Engine(run, on_progress=progress)
         try:
             with StopOnSignal(report=lambda message: self.stderr.write(f"\n{message}")) as stop:
-                Engine(run, on_progress=progress, should_stop=stop).perform()
+                engine.should_stop = stop
+                engine.perform()
         except MaintenanceTaskError as error:
             raise CommandError(str(error), returncode=STOPPED) from None
+        except (OperationalError, InterfaceError) as error:
+            raise CommandError(self.connection_lost(run, engine.token, error), returncode=STOPPED) from None
         finally:
             progress.close()
         Runner.release_slot()  # the slot this run held (MAX_CONCURRENT_RUNS) goes to a run waiting for one

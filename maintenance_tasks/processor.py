@@ -10,6 +10,7 @@ from typing import Any, ClassVar, Literal, get_origin, get_type_hints
 from django.core.exceptions import ValidationError
 
 from .parameters import MISSING, Parameter, field_for, to_json
+from .sources import open_source
 
 __all__ = ["Processor", "to_json"]  # to_json: admin.py still imports it from here
 
@@ -70,9 +71,7 @@ class Processor:
 
     def count(self) -> int | None:
         """Return the number of items, or None to skip counting."""
-        from .iteration import default_count
-
-        return default_count(self)
+        return open_source(self).count()
 
     def clean(self) -> None:
         """Validate the parameters together; raise ValidationError to refuse the config."""
@@ -142,7 +141,13 @@ class Processor:
 
     @classmethod
     def defines_batch(cls) -> bool:
+        """Return whether this class overrides ``process_batch()``."""
         return cls.process_batch is not Processor.process_batch
+
+    @classmethod
+    def defines_enumerate(cls) -> bool:
+        """Return whether this class overrides ``enumerate()`` (a custom source)."""
+        return cls.enumerate is not Processor.enumerate
 
     def process_batch(self, items: Iterable[Any]) -> None:
         """Process a whole batch; override it to work on batches (a QuerySet for QuerySets)."""

@@ -86,13 +86,9 @@ def deploy_processors() -> dict[str, type[Processor]]:
     return {path: processor for path, processor in registry.processors().items() if processor.run_on_deploy}
 
 
-def default_config(processor: type[Processor]) -> dict[str, Any]:
-    return processor.from_config({}).config
-
-
 def find_task(path: str) -> Task | None:
     """Return the task a deploy runs for this processor, if it exists (no writes)."""
-    return Task.objects.filter(processor=path, config_digest=Task.digest(default_config(registry.get(path)))).first()
+    return Task.objects.filter(processor=path, config_digest=Task.digest(registry.get(path).default_config())).first()
 
 
 def get_record(path: str) -> DeployRecord:
@@ -102,7 +98,7 @@ def get_record(path: str) -> DeployRecord:
     A new record takes over the task's latest run: a run-once task an operator already ran
     successfully is done.
     """
-    config = default_config(registry.get(path))
+    config = registry.get(path).default_config()
     task, _ = Task.objects.get_or_create(processor=path, config_digest=Task.digest(config), defaults={"config": config})
     mode = registry.get(path).run_on_deploy or ""
     record, _ = DeployRecord.objects.get_or_create(task=task, defaults={"run": lambda: latest_run(None, task, mode)})

@@ -134,6 +134,11 @@ class Processor:
         processor.clean()
         return processor
 
+    @classmethod
+    def default_config(cls) -> dict[str, Any]:
+        """Return the config a processor runs with when nobody gives one; raise ValidationError if refused."""
+        return cls.from_config({}).config
+
     @property
     def config(self) -> dict[str, Any]:
         """Return the canonical JSON config of this instance."""

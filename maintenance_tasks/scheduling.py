@@ -110,7 +110,7 @@ def sync_code_schedules(now: datetime | None = None) -> SyncResult:
             continue
         wanted.add(path)
         expression = " ".join(processor.schedule.split())
-        config = processor.from_config({}).config
+        config = processor.default_config()
         task, _ = Task.objects.get_or_create(
             processor=path, config_digest=Task.digest(config), defaults={"config": config}
         )

@@ -26,7 +26,6 @@ from .status import RunStatus
 
 S = RunStatus
 ONCE, ALWAYS = "once", "always"
-MODES = (None, ONCE, ALWAYS)
 
 # What the hook did, or would do, with a processor.
 ENQUEUED = "enqueued"  # started a run

@@ -7,12 +7,23 @@ import random
 from collections.abc import Iterable, Iterator
 from typing import Any, ClassVar, Literal, get_origin, get_type_hints
 
+from django.core.checks import CheckMessage, Error
 from django.core.exceptions import ValidationError
 
+from .cron import cron_error
+from .exceptions import validation_error_text
 from .parameters import MISSING, Parameter, field_for, to_json
 from .sources import open_source
 
 __all__ = ["Processor", "to_json"]  # to_json: admin.py still imports it from here
+
+#: The values ``run_on_deploy`` may take: never, until a run succeeds, on every deploy.
+RUN_ON_DEPLOY_MODES = (None, "once", "always")
+
+
+def path_of(processor: type[Processor]) -> str:
+    """Return the dotted path that names a processor class."""
+    return f"{processor.__module__}.{processor.__qualname__}"
 
 
 class Processor:
@@ -173,3 +184,113 @@ class Processor:
         """Return the first line of the docstring."""
         doc = cls.__doc__ if cls.__doc__ is not Processor.__doc__ else None
         return (doc or "").strip().split("\n", 1)[0]
+
+    @classmethod
+    def schedule_problem(cls) -> str | None:
+        """Return why ``schedule`` cannot be used, or None (also None without a schedule)."""
+        if cls.schedule is None:
+            return None
+        if error := cron_error(cls.schedule):
+            return f"schedule: {error}"
+        try:
+            cls.default_config()
+        except ValidationError as error:
+            return f"schedule: a scheduled processor runs with its default config, which is refused: {validation_error_text(error)}"
+        except TypeError as error:
+            return f"schedule: {error}"
+        return None
+
+    @classmethod
+    def check(cls, **kwargs: Any) -> list[CheckMessage]:
+        """Return the system check messages about this class, as ``Model.check()`` does for a model."""
+        return [
+            *cls._check_parameters(),
+            *cls._check_retry(),
+            *cls._check_schedule(),
+            *cls._check_expected_duration(),
+            *cls._check_run_on_deploy(),
+        ]
+
+    @classmethod
+    def _check_parameters(cls) -> list[CheckMessage]:
+        try:
+            cls.parameters()
+        except TypeError as error:
+            return [Error(f"{path_of(cls)}: {error}", obj=cls, id="maintenance_tasks.E004")]
+        return []
+
+    @classmethod
+    def _check_retry(cls) -> list[CheckMessage]:
+        if problem := cls._retry_problem():
+            return [Error(f"{path_of(cls)}: {problem}", obj=cls, id="maintenance_tasks.E007")]
+        return []
+
+    @classmethod
+    def _retry_problem(cls) -> str | None:
+        """Return what is wrong with the retry settings, if anything."""
+        retry_on = cls.retry_on
+        if not isinstance(retry_on, tuple) or not all(
+            isinstance(error, type) and issubclass(error, Exception) for error in retry_on
+        ):
+            return f"retry_on must be a tuple of exception classes, not {retry_on!r}."
+        max_retries = cls.max_retries
+        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+            return f"max_retries must be a whole number, 0 or more, not {max_retries!r}."
+        for name in ("retry_backoff", "retry_backoff_max"):
+            value = getattr(cls, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                return f"{name} must be a number of seconds, 0 or more, not {value!r}."
+        return None
+
+    @classmethod
+    def _check_schedule(cls) -> list[CheckMessage]:
+        problem = cls.schedule_problem()
+        if problem is None:
+            return []
+        if cron_error(cls.schedule):
+            return [Error(f"{path_of(cls)}: {problem}", obj=cls, id="maintenance_tasks.E010")]
+        hint = "Give every parameter a default, or schedule it from the admin with a config."
+        return [Error(f"{path_of(cls)}: {problem}", hint=hint, obj=cls, id="maintenance_tasks.E011")]
+
+    @classmethod
+    def _check_expected_duration(cls) -> list[CheckMessage]:
+        duration = cls.expected_duration
+        if duration is None:
+            return []
+        seconds = duration.total_seconds() if isinstance(duration, datetime.timedelta) else duration
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds <= 0:
+            return [
+                Error(
+                    f"{path_of(cls)}: expected_duration must be a positive timedelta or number of seconds, not {duration!r}.",
+                    obj=cls,
+                    id="maintenance_tasks.E012",
+                )
+            ]
+        return []
+
+    @classmethod
+    def _check_run_on_deploy(cls) -> list[CheckMessage]:
+        mode = cls.run_on_deploy
+        if mode not in RUN_ON_DEPLOY_MODES:
+            return [
+                Error(
+                    f'{path_of(cls)}.run_on_deploy must be None, "once" or "always", not {mode!r}.',
+                    obj=cls,
+                    id="maintenance_tasks.E008",
+                )
+            ]
+        if mode is None:
+            return []
+        try:
+            cls.default_config()
+        except (ValidationError, TypeError) as error:
+            detail = validation_error_text(error) if isinstance(error, ValidationError) else str(error)
+            return [
+                Error(
+                    f"{path_of(cls)} runs on deploy, so it runs with its default parameters, but they are not valid: {detail}",
+                    hint="Give every parameter a default, or remove run_on_deploy.",
+                    obj=cls,
+                    id="maintenance_tasks.E009",
+                )
+            ]
+        return []

@@ -14,14 +14,9 @@ import threading
 from django.apps import apps
 
 from .exceptions import UnknownProcessor
-from .processor import Processor
+from .processor import Processor, path_of
 
 MODULE_NAME = "maintenance"
-
-
-def path_of(processor: type[Processor]) -> str:
-    """Return the dotted path that names a processor class."""
-    return f"{processor.__module__}.{processor.__qualname__}"
 
 
 class Registry:

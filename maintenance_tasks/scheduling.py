@@ -24,7 +24,6 @@ from django.utils import timezone
 from .conf import app_settings
 from .exceptions import MaintenanceTaskError, RunAlreadyActive
 from .models import DeployRecord, Run, Schedule, SchedulerState, ScheduleSource, Task
-from .processor import Processor
 from .registry import registry
 from .signals import run_stuck
 from .status import RunStatus
@@ -66,26 +65,6 @@ def next_cron(expression: str, after: datetime) -> datetime:
 # -- code schedules ----------------------------------------------------------------------------
 
 
-def code_schedule_error(processor: type[Processor]) -> str | None:
-    """Return why the processor's ``schedule`` cannot be used, or None (also None without one)."""
-    expression = processor.schedule
-    if expression is None:
-        return None
-    if error := cron_error(expression):
-        return f"schedule: {error}"
-    try:
-        processor.from_config({})
-    except ValidationError as error:
-        if hasattr(error, "error_dict"):
-            reasons = [f"{name}: {' '.join(messages)}" for name, messages in error.message_dict.items()]
-        else:
-            reasons = error.messages
-        return f"schedule: a scheduled processor runs with its default config, which is refused: {'; '.join(reasons)}"
-    except TypeError as error:
-        return f"schedule: {error}"
-    return None
-
-
 @dataclass
 class SyncResult:
     created: list[str] = field(default_factory=list)
@@ -105,7 +84,7 @@ def sync_code_schedules(now: datetime | None = None) -> SyncResult:
     for path, processor in registry.processors().items():
         if processor.schedule is None:
             continue
-        if error := code_schedule_error(processor):
+        if error := processor.schedule_problem():
             logger.error("%s: %s (not scheduled).", path, error)
             continue
         wanted.add(path)

@@ -228,4 +228,3 @@ def open_source(processor: ProcessorLike) -> Source:
             "QuerySet, a list or tuple, a finite iterable, or None."
         )
     return IterableSource(processor, collection)
-

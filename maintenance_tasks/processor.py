@@ -213,6 +213,7 @@ class Processor:
 
     @classmethod
     def _check_parameters(cls) -> list[CheckMessage]:
+        """Report parameters whose annotation has no form field (E004)."""
         try:
             cls.parameters()
         except TypeError as error:
@@ -221,6 +222,7 @@ class Processor:
 
     @classmethod
     def _check_retry(cls) -> list[CheckMessage]:
+        """Report retry settings that cannot be used (E007)."""
         if problem := cls._retry_problem():
             return [Error(f"{path_of(cls)}: {problem}", obj=cls, id="maintenance_tasks.E007")]
         return []
@@ -244,6 +246,7 @@ class Processor:
 
     @classmethod
     def _check_schedule(cls) -> list[CheckMessage]:
+        """Report a ``schedule`` that is not cron (E010) or whose default config is refused (E011)."""
         problem = cls.schedule_problem()
         if problem is None:
             return []
@@ -254,6 +257,7 @@ class Processor:
 
     @classmethod
     def _check_expected_duration(cls) -> list[CheckMessage]:
+        """Report an ``expected_duration`` that is not a positive duration (E012)."""
         duration = cls.expected_duration
         if duration is None:
             return []
@@ -270,6 +274,7 @@ class Processor:
 
     @classmethod
     def _check_run_on_deploy(cls) -> list[CheckMessage]:
+        """Report an unknown ``run_on_deploy`` mode (E008) or defaults a deploy run cannot use (E009)."""
         mode = cls.run_on_deploy
         if mode not in RUN_ON_DEPLOY_MODES:
             return [

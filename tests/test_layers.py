@@ -1,7 +1,7 @@
 """The package's layers: no import cycle among its own modules, and no module too long to read.
 
 Imports inside functions count: they hide a cycle, they do not remove it. Imports under
-``if TYPE_CHECKING:`` do not: they never run. ``/work/shared/tools/layers.py`` reports the same.
+``if TYPE_CHECKING:`` do not: they never run. The shared ``tools/layers.py`` script reports the same.
 """
 
 import ast
@@ -28,6 +28,7 @@ def module_name(path: Path, root: Path) -> str:
 
 
 def is_type_checking(node: ast.If) -> bool:
+    """Return whether ``node`` is ``if TYPE_CHECKING:`` (or ``typing.TYPE_CHECKING``)."""
     test = node.test
     return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
         isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
@@ -108,6 +109,7 @@ def cycles(graph: Graph) -> list[list[str]]:
 
 
 def describe(graph: Graph, groups: list[list[str]]) -> str:
+    """Return each cycle with the import lines that make it."""
     lines = []
     for group in groups:
         lines.append(f"cycle: {', '.join(group)}")

@@ -29,9 +29,9 @@ from django.utils import timezone
 from .conf import app_settings
 from .exceptions import ConcurrentChange, StaleAttempt
 from .heartbeat import GuardedWriter, Heartbeat
-from .iteration import Batch, NoCollection, open_source
 from .models import Run, RunEvent
 from .processor import Processor
+from .sources import Batch, NoCollection, open_source
 from .status import EXECUTING_STATUSES, RunStatus
 
 logger = logging.getLogger(__name__)

@@ -3,8 +3,12 @@
 from typing import Any
 
 from django.core.checks import CheckMessage, Error, Tags, register
+from django.tasks.exceptions import InvalidTaskBackend
 
 from .conf import DEFAULTS, RENAMED, SECONDS, app_settings
+from .exceptions import InvalidRouting
+from .registry import registry
+from .status import COMPLETED_STATUSES
 
 
 @register(Tags.compatibility)
@@ -67,54 +71,30 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
 
 @register(Tags.compatibility)
 def check_processors(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
-    """Report processors whose parameters cannot be built."""
-    from django.tasks.exceptions import InvalidTaskBackend
-
-    from .exceptions import InvalidRouting
+    """Report processors that cannot be used: each one's own checks, and where its runs are routed."""
+    # jobs builds the tasks backend when it is imported (@task()): imported here, a TASKS setting
+    # it cannot use is reported by Django's own checks instead of stopping start-up.
     from .jobs import slice_job
-    from .registry import registry
 
     errors: list[CheckMessage] = []
-    for path, processor in registry.processors().items():
-        try:
-            processor.parameters()
-        except TypeError as error:
-            errors.append(Error(f"{path}: {error}", obj=processor, id="maintenance_tasks.E004"))
-        problem = retry_problem(processor)
-        if problem:
-            errors.append(Error(f"{path}: {problem}", obj=processor, id="maintenance_tasks.E007"))
+    routable = True
+    for processor in registry.processors().values():
+        errors.extend(processor.check())
+        if not routable:
+            continue
         try:
             slice_job(processor)
         except InvalidRouting as error:
             hint = "Add the queue to TASKS[...]['QUEUES'], or change the processor's queue_name or priority."
             errors.append(Error(str(error), hint=hint, obj=processor, id="maintenance_tasks.E006"))
         except InvalidTaskBackend:
-            break  # Django's own checks report a TASKS setting it cannot use
+            routable = False  # Django's own checks report a TASKS setting it cannot use
     return errors
-
-
-def retry_problem(processor: Any) -> str | None:
-    """Return what is wrong with the processor's retry settings, if anything."""
-    retry_on = processor.retry_on
-    if not isinstance(retry_on, tuple) or not all(
-        isinstance(error, type) and issubclass(error, Exception) for error in retry_on
-    ):
-        return f"retry_on must be a tuple of exception classes, not {retry_on!r}."
-    max_retries = processor.max_retries
-    if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
-        return f"max_retries must be a whole number, 0 or more, not {max_retries!r}."
-    for name in ("retry_backoff", "retry_backoff_max"):
-        value = getattr(processor, name)
-        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-            return f"{name} must be a number of seconds, 0 or more, not {value!r}."
-    return None
 
 
 @register(Tags.compatibility)
 def check_retention(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     """Validate MAINTENANCE_TASKS["RETENTION"]: days (or None) by ended status."""
-    from .status import COMPLETED_STATUSES
-
     user = app_settings.user_settings
     if not isinstance(user, dict) or "RETENTION" not in user:
         return []
@@ -144,86 +124,6 @@ def check_retention(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage
                     f"MAINTENANCE_TASKS['RETENTION'][{status!r}] must be a positive number of days or None "
                     f"(keep forever), not {days!r}.",
                     id="maintenance_tasks.E014",
-                )
-            )
-    return errors
-
-
-@register(Tags.compatibility)
-def check_schedules(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
-    """Report processors whose ``schedule`` or ``expected_duration`` cannot be used."""
-    from datetime import timedelta
-
-    from .cron import cron_error
-    from .registry import registry
-    from .scheduling import code_schedule_error
-
-    errors: list[CheckMessage] = []
-    for path, processor in registry.processors().items():
-        if processor.schedule is not None:
-            if cron_error(processor.schedule):
-                errors.append(
-                    Error(f"{path}: {code_schedule_error(processor)}", obj=processor, id="maintenance_tasks.E010")
-                )
-            elif error := code_schedule_error(processor):
-                errors.append(
-                    Error(
-                        f"{path}: {error}",
-                        hint="Give every parameter a default, or schedule it from the admin with a config.",
-                        obj=processor,
-                        id="maintenance_tasks.E011",
-                    )
-                )
-        duration = processor.expected_duration
-        if duration is None:
-            continue
-        seconds = duration.total_seconds() if isinstance(duration, timedelta) else duration
-        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds <= 0:
-            errors.append(
-                Error(
-                    f"{path}: expected_duration must be a positive timedelta or number of seconds, not {duration!r}.",
-                    obj=processor,
-                    id="maintenance_tasks.E012",
-                )
-            )
-    return errors
-
-
-@register(Tags.compatibility)
-def check_deploy(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
-    """Report processors whose ``run_on_deploy`` is not a known mode or cannot run with defaults."""
-    from django.core.exceptions import ValidationError
-
-    from .deploy import MODES
-    from .registry import registry
-
-    errors: list[CheckMessage] = []
-    for path, processor in registry.processors().items():
-        mode = getattr(processor, "run_on_deploy", None)
-        if mode not in MODES:
-            errors.append(
-                Error(
-                    f'{path}.run_on_deploy must be None, "once" or "always", not {mode!r}.',
-                    obj=processor,
-                    id="maintenance_tasks.E008",
-                )
-            )
-            continue
-        if mode is None:
-            continue
-        try:
-            processor.from_config({})
-        except (ValidationError, TypeError) as error:
-            if isinstance(error, ValidationError) and hasattr(error, "error_dict"):
-                detail = "; ".join(f"{name}: {' '.join(text)}" for name, text in error.message_dict.items())
-            else:
-                detail = " ".join(error.messages) if isinstance(error, ValidationError) else str(error)
-            errors.append(
-                Error(
-                    f"{path} runs on deploy, so it runs with its default parameters, but they are not valid: {detail}",
-                    hint="Give every parameter a default, or remove run_on_deploy.",
-                    obj=processor,
-                    id="maintenance_tasks.E009",
                 )
             )
     return errors

@@ -26,7 +26,6 @@ from .scheduling import SyncResult, sync_code_schedules
 from .status import RunStatus
 
 ONCE, ALWAYS = "once", "always"
-MODES = (None, ONCE, ALWAYS)
 
 
 class DeployResult(models.TextChoices):

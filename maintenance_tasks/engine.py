@@ -36,9 +36,9 @@ from .exceptions import (
     storable,
 )
 from .heartbeat import GuardedWriter, Heartbeat
-from .iteration import Batch, NoCollection, open_source
 from .models import Run, RunEvent
 from .processor import Processor
+from .sources import Batch, NoCollection, open_source
 from .status import EXECUTING_STATUSES, RunStatus
 
 logger = logging.getLogger(__name__)

@@ -1,209 +1,29 @@
-"""The ``Processor`` base class and its typed parameters."""
+"""The ``Processor`` base class: the contract between a task's author and the engine."""
 
 from __future__ import annotations
 
 import datetime
-import enum
-import json
 import random
-import types
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
-from decimal import Decimal
-from typing import Any, ClassVar, Literal, Union, get_args, get_origin, get_type_hints
+from typing import Any, ClassVar, Literal, get_origin, get_type_hints
 
-from django import forms
+from django.core.checks import CheckMessage, Error
 from django.core.exceptions import ValidationError
 
+from .cron import cron_error
+from .exceptions import validation_error_text
+from .parameters import MISSING, Parameter, field_for, to_json
+from .sources import open_source
 
-class StrictBooleanField(forms.BooleanField):
-    """A boolean that refuses anything but a clear yes or no (``"banana"`` is not ``True``)."""
+__all__ = ["Processor", "to_json"]  # to_json: admin.py still imports it from here
 
-    TRUE = frozenset({"true", "1", "yes", "on"})
-    FALSE = frozenset({"false", "0", "no", "off", ""})
-
-    def to_python(self, value: Any) -> bool:
-        if value is None or isinstance(value, bool):
-            return bool(value)
-        if isinstance(value, int) and value in (0, 1):
-            return bool(value)
-        if isinstance(value, str) and value.strip().lower() in self.TRUE | self.FALSE:
-            return value.strip().lower() in self.TRUE
-        raise ValidationError("Enter true or false.", code="invalid")
-
-    def validate(self, value: Any) -> None:
-        """Accept ``False``: a parameter that is false is still given."""
+#: The values ``run_on_deploy`` may take: never, until a run succeeds, on every deploy.
+RUN_ON_DEPLOY_MODES = (None, "once", "always")
 
 
-class StrictNumberMixin:
-    """Refuse booleans where a number is expected (JSON ``true`` is not ``1``)."""
-
-    def to_python(self, value: Any) -> Any:
-        if isinstance(value, bool):
-            raise ValidationError("Enter a number, not true or false.", code="invalid")
-        return super().to_python(value)  # type: ignore[misc]
-
-
-class IntegerParameterField(StrictNumberMixin, forms.IntegerField):
-    pass
-
-
-class FloatParameterField(StrictNumberMixin, forms.FloatField):
-    pass
-
-
-class DecimalParameterField(StrictNumberMixin, forms.DecimalField):
-    pass
-
-
-class ListField(forms.Field):
-    """A list of values: a JSON list, a JSON array string, or one value per line or comma."""
-
-    widget = forms.Textarea(attrs={"rows": 3})
-
-    def __init__(self, child: forms.Field, **kwargs: Any) -> None:
-        self.child = child
-        super().__init__(**kwargs)
-
-    def to_python(self, value: Any) -> list[Any]:
-        if value in (None, ""):
-            return []
-        if isinstance(value, str):
-            text = value.strip()
-            if text.startswith("["):
-                try:
-                    value = json.loads(text)
-                except ValueError as error:
-                    raise ValidationError(f"Enter a JSON list: {error}.", code="invalid") from error
-            else:
-                value = [part.strip() for part in text.replace("\n", ",").split(",") if part.strip()]
-        if not isinstance(value, list):
-            raise ValidationError("Enter a list.", code="invalid")
-        items, errors = [], []
-        for index, item in enumerate(value):
-            try:
-                items.append(self.child.clean(item))
-            except ValidationError as error:
-                errors.append(f"Item {index + 1}: {' '.join(error.messages)}")
-        if errors:
-            raise ValidationError(errors, code="invalid")
-        return items
-
-    def prepare_value(self, value: Any) -> Any:
-        if isinstance(value, list):
-            return "\n".join(str(item) for item in value)
-        return value
-
-
-class DictField(forms.Field):
-    """A JSON object, given as a dict or as JSON text."""
-
-    widget = forms.Textarea(attrs={"rows": 4})
-
-    def to_python(self, value: Any) -> dict[str, Any]:
-        if value in (None, ""):
-            return {}
-        if isinstance(value, str):
-            try:
-                value = json.loads(value)
-            except ValueError as error:
-                raise ValidationError(f"Enter a JSON object: {error}.", code="invalid") from error
-        if not isinstance(value, dict):
-            raise ValidationError("Enter a JSON object.", code="invalid")
-        return value
-
-    def prepare_value(self, value: Any) -> Any:
-        if isinstance(value, dict):
-            return json.dumps(value, indent=2, sort_keys=True)
-        return value
-
-
-class ChoiceParameterField(forms.ChoiceField):
-    """One of a fixed set of values (an ``Enum`` or a ``Literal``), typed back on clean."""
-
-    def __init__(self, values: dict[str, Any], labels: dict[str, str], **kwargs: Any) -> None:
-        self.values = values  # the string form of each choice -> its typed value
-        super().__init__(choices=[(key, labels[key]) for key in values], **kwargs)
-
-    def to_python(self, value: Any) -> Any:
-        if isinstance(value, enum.Enum):
-            value = value.value
-        return "" if value is None else str(value)
-
-    def clean(self, value: Any) -> Any:
-        key = super().clean(value)
-        return self.values.get(key) if key != "" else None
-
-
-def to_json(value: Any) -> Any:
-    """Return the JSON form of a typed parameter value."""
-    if isinstance(value, enum.Enum):
-        return value.value
-    if isinstance(value, datetime.datetime) and value.tzinfo is not None:
-        return value.astimezone(datetime.UTC).isoformat()  # one canonical form per instant
-    if isinstance(value, datetime.date):  # naive datetimes too
-        return value.isoformat()
-    if isinstance(value, Decimal):
-        return str(value)
-    return value
-
-
-_MISSING: Any = object()
-
-
-@dataclass(frozen=True)
-class Parameter:
-    """One typed parameter of a processor."""
-
-    name: str
-    annotation: Any
-    default: Any
-    field: forms.Field
-
-    @property
-    def required(self) -> bool:
-        return self.default is _MISSING
-
-
-def _field_for(annotation: Any, *, required: bool) -> forms.Field:
-    """Return the form field that validates and types values of ``annotation``."""
-    options: dict[str, Any] = {"required": required}
-    origin, args = get_origin(annotation), get_args(annotation)
-    if origin in (Union, types.UnionType) and type(None) in args:
-        inner = [arg for arg in args if arg is not type(None)]
-        if len(inner) == 1:
-            return _field_for(inner[0], required=False)
-    if annotation is bool:
-        return StrictBooleanField(required=False)
-    if annotation is str:
-        return forms.CharField(strip=False, **options)
-    if annotation is int:
-        return IntegerParameterField(**options)
-    if annotation is float:
-        return FloatParameterField(**options)
-    if annotation is Decimal:
-        return DecimalParameterField(**options)
-    if annotation is datetime.datetime:
-        return forms.DateTimeField(
-            widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"), **options
-        )
-    if annotation is datetime.date:
-        return forms.DateField(widget=forms.DateInput(attrs={"type": "date"}, format="%Y-%m-%d"), **options)
-    if origin is list and args in ((str,), (int,)):
-        return ListField(_field_for(args[0], required=True), **options)
-    if annotation is dict or origin is dict:
-        return DictField(**options)
-    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
-        values = {str(member.value): member for member in annotation}
-        labels = {str(member.value): str(getattr(member, "label", member.name)) for member in annotation}
-        return ChoiceParameterField(values, labels, **options)
-    if origin is Literal:
-        values = {str(value): value for value in args}
-        return ChoiceParameterField(values, {key: key for key in values}, **options)
-    raise TypeError(
-        f"unsupported parameter type {annotation!r}; use str, int, float, bool, Decimal, date, "
-        "datetime, list[str], list[int], dict, an Enum or a Literal"
-    )
+def path_of(processor: type[Processor]) -> str:
+    """Return the dotted path that names a processor class."""
+    return f"{processor.__module__}.{processor.__qualname__}"
 
 
 class Processor:
@@ -262,9 +82,7 @@ class Processor:
 
     def count(self) -> int | None:
         """Return the number of items, or None to skip counting."""
-        from .iteration import default_count
-
-        return default_count(self)
+        return open_source(self).count()
 
     def clean(self) -> None:
         """Validate the parameters together; raise ValidationError to refuse the config."""
@@ -286,12 +104,12 @@ class Processor:
             for name, annotation in get_type_hints(cls).items():
                 if name.startswith("_") or get_origin(annotation) is ClassVar:
                     continue
-                default = getattr(cls, name, _MISSING)
+                default = getattr(cls, name, MISSING)
                 try:
-                    field = _field_for(annotation, required=default is _MISSING)
+                    field = field_for(annotation, required=default is MISSING)
                 except TypeError as error:
                     raise TypeError(f"parameter {name!r}: {error}") from None
-                if default is not _MISSING:
+                if default is not MISSING:
                     field.initial = default
                 parameters[name] = Parameter(name, annotation, default, field)
             cls._parameters = parameters
@@ -329,7 +147,7 @@ class Processor:
 
     @classmethod
     def default_config(cls) -> dict[str, Any]:
-        """Return the config the processor runs with when nobody gives one (schedules, deploys)."""
+        """Return the config a processor runs with when nobody gives one; raise ValidationError if refused."""
         return cls.from_config({}).config
 
     @property
@@ -339,7 +157,13 @@ class Processor:
 
     @classmethod
     def defines_batch(cls) -> bool:
+        """Return whether this class overrides ``process_batch()``."""
         return cls.process_batch is not Processor.process_batch
+
+    @classmethod
+    def defines_enumerate(cls) -> bool:
+        """Return whether this class overrides ``enumerate()`` (a custom source)."""
+        return cls.enumerate is not Processor.enumerate
 
     def process_batch(self, items: Iterable[Any]) -> None:
         """Process a whole batch; override it to work on batches (a QuerySet for QuerySets)."""
@@ -360,3 +184,118 @@ class Processor:
         """Return the first line of the docstring."""
         doc = cls.__doc__ if cls.__doc__ is not Processor.__doc__ else None
         return (doc or "").strip().split("\n", 1)[0]
+
+    @classmethod
+    def schedule_problem(cls) -> str | None:
+        """Return why ``schedule`` cannot be used, or None (also None without a schedule)."""
+        if cls.schedule is None:
+            return None
+        if error := cron_error(cls.schedule):
+            return f"schedule: {error}"
+        try:
+            cls.default_config()
+        except ValidationError as error:
+            return f"schedule: a scheduled processor runs with its default config, which is refused: {validation_error_text(error)}"
+        except TypeError as error:
+            return f"schedule: {error}"
+        return None
+
+    @classmethod
+    def check(cls, **kwargs: Any) -> list[CheckMessage]:
+        """Return the system check messages about this class, as ``Model.check()`` does for a model."""
+        return [
+            *cls._check_parameters(),
+            *cls._check_retry(),
+            *cls._check_schedule(),
+            *cls._check_expected_duration(),
+            *cls._check_run_on_deploy(),
+        ]
+
+    @classmethod
+    def _check_parameters(cls) -> list[CheckMessage]:
+        """Report parameters whose annotation has no form field (E004)."""
+        try:
+            cls.parameters()
+        except TypeError as error:
+            return [Error(f"{path_of(cls)}: {error}", obj=cls, id="maintenance_tasks.E004")]
+        return []
+
+    @classmethod
+    def _check_retry(cls) -> list[CheckMessage]:
+        """Report retry settings that cannot be used (E007)."""
+        if problem := cls._retry_problem():
+            return [Error(f"{path_of(cls)}: {problem}", obj=cls, id="maintenance_tasks.E007")]
+        return []
+
+    @classmethod
+    def _retry_problem(cls) -> str | None:
+        """Return what is wrong with the retry settings, if anything."""
+        retry_on = cls.retry_on
+        if not isinstance(retry_on, tuple) or not all(
+            isinstance(error, type) and issubclass(error, Exception) for error in retry_on
+        ):
+            return f"retry_on must be a tuple of exception classes, not {retry_on!r}."
+        max_retries = cls.max_retries
+        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+            return f"max_retries must be a whole number, 0 or more, not {max_retries!r}."
+        for name in ("retry_backoff", "retry_backoff_max"):
+            value = getattr(cls, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                return f"{name} must be a number of seconds, 0 or more, not {value!r}."
+        return None
+
+    @classmethod
+    def _check_schedule(cls) -> list[CheckMessage]:
+        """Report a ``schedule`` that is not cron (E010) or whose default config is refused (E011)."""
+        problem = cls.schedule_problem()
+        if problem is None:
+            return []
+        if cron_error(cls.schedule):
+            return [Error(f"{path_of(cls)}: {problem}", obj=cls, id="maintenance_tasks.E010")]
+        hint = "Give every parameter a default, or schedule it from the admin with a config."
+        return [Error(f"{path_of(cls)}: {problem}", hint=hint, obj=cls, id="maintenance_tasks.E011")]
+
+    @classmethod
+    def _check_expected_duration(cls) -> list[CheckMessage]:
+        """Report an ``expected_duration`` that is not a positive duration (E012)."""
+        duration = cls.expected_duration
+        if duration is None:
+            return []
+        seconds = duration.total_seconds() if isinstance(duration, datetime.timedelta) else duration
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds <= 0:
+            return [
+                Error(
+                    f"{path_of(cls)}: expected_duration must be a positive timedelta or number of seconds, not {duration!r}.",
+                    obj=cls,
+                    id="maintenance_tasks.E012",
+                )
+            ]
+        return []
+
+    @classmethod
+    def _check_run_on_deploy(cls) -> list[CheckMessage]:
+        """Report an unknown ``run_on_deploy`` mode (E008) or defaults a deploy run cannot use (E009)."""
+        mode = cls.run_on_deploy
+        if mode not in RUN_ON_DEPLOY_MODES:
+            return [
+                Error(
+                    f'{path_of(cls)}.run_on_deploy must be None, "once" or "always", not {mode!r}.',
+                    obj=cls,
+                    id="maintenance_tasks.E008",
+                )
+            ]
+        if mode is None:
+            return []
+        try:
+            cls.default_config()
+        except (ValidationError, TypeError) as error:
+            detail = validation_error_text(error) if isinstance(error, ValidationError) else str(error)
+            return [
+                Error(
+                    f"{path_of(cls)} runs on deploy, so it runs with its default parameters, but they are not valid: {detail}",
+                    hint="Give every parameter a default, or remove run_on_deploy.",
+                    obj=cls,
+                    id="maintenance_tasks.E009",
+                )
+            ]
+        return []

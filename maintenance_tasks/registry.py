@@ -14,7 +14,7 @@ import threading
 from django.apps import apps
 
 from .exceptions import UnknownProcessor
-from .processor import Processor
+from .processor import Processor, path_of
 
 MODULE_NAME = "maintenance"
 
@@ -22,11 +22,6 @@ MODULE_NAME = "maintenance"
 def short_name(processor_path: str) -> str:
     """Return the class name at the end of a processor's dotted path."""
     return processor_path.rsplit(".", 1)[-1]
-
-
-def path_of(processor: type[Processor]) -> str:
-    """Return the dotted path that names a processor class."""
-    return f"{processor.__module__}.{processor.__qualname__}"
 
 
 class Registry:

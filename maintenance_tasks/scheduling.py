@@ -24,12 +24,11 @@ from django.utils import timezone
 
 from .actors import local_actor
 from .conf import app_settings
-from .cron import cron_error, next_cron
-from .exceptions import MaintenanceTaskError, RunAlreadyActive, validation_error_text
+from .cron import next_cron
+from .exceptions import MaintenanceTaskError, RunAlreadyActive
 from .jobs import can_defer, defer
 from .models import JobChain, Run, Schedule, ScheduleSource, Task
 from .overdue import flag_overdue_runs
-from .processor import Processor
 from .registry import registry
 from .retention import prune_if_due
 from .runner import Runner
@@ -38,22 +37,6 @@ logger = logging.getLogger(__name__)
 
 
 # -- code schedules ----------------------------------------------------------------------------
-
-
-def code_schedule_error(processor: type[Processor]) -> str | None:
-    """Return why the processor's ``schedule`` cannot be used, or None (also None without one)."""
-    expression = processor.schedule
-    if expression is None:
-        return None
-    if error := cron_error(expression):
-        return f"schedule: {error}"
-    try:
-        processor.from_config({})
-    except ValidationError as error:
-        return f"schedule: a scheduled processor runs with its default config, which is refused: {validation_error_text(error)}"
-    except TypeError as error:
-        return f"schedule: {error}"
-    return None
 
 
 @dataclass
@@ -75,7 +58,7 @@ def sync_code_schedules(now: datetime | None = None) -> SyncResult:
     for path, processor in registry.processors().items():
         if processor.schedule is None:
             continue
-        if error := code_schedule_error(processor):
+        if error := processor.schedule_problem():
             logger.error("%s: %s (not scheduled).", path, error)
             continue
         wanted.add(path)

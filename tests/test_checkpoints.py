@@ -6,9 +6,9 @@ from django.utils import timezone
 
 from maintenance_tasks.engine import Engine
 from maintenance_tasks.exceptions import StaleAttempt
-from maintenance_tasks.iteration import open_source
 from maintenance_tasks.models import Run
 from maintenance_tasks.runner import Runner
+from maintenance_tasks.sources import open_source
 from maintenance_tasks.status import RunStatus
 from testproject.testapp.maintenance import IncrementItemsInBatches, IncrementRankedItems
 from testproject.testapp.models import Item, RankedItem

@@ -6,7 +6,6 @@ from django.core.management import call_command
 from django.db.models import F
 
 from maintenance_tasks import Processor
-from maintenance_tasks.checks import retry_problem
 from maintenance_tasks.engine import Engine
 from maintenance_tasks.models import Run
 from maintenance_tasks.runner import Runner
@@ -272,6 +271,6 @@ def test_retry_delay_grows_exponentially_with_jitter_up_to_the_cap():
     ],
 )
 def test_bad_retry_settings_are_a_system_check_error(attributes, message):
-    processor = type("Bad", (Processor,), attributes)
-    assert message in retry_problem(processor)
-    assert retry_problem(type("Good", (Processor,), {"retry_on": (OSError,), "max_retries": 0})) is None
+    (error,) = type("Bad", (Processor,), attributes).check()
+    assert error.id == "maintenance_tasks.E007" and message in error.msg
+    assert type("Good", (Processor,), {"retry_on": (OSError,), "max_retries": 0}).check() == []

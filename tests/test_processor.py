@@ -114,3 +114,30 @@ def test_description_is_the_first_docstring_line():
         pass
 
     assert Bare.description() == ""
+
+
+def test_default_config_is_the_canonical_config_of_no_config():
+    class Defaults(Processor):
+        limit: int = 3
+        color: Color = Color.GREEN
+
+    assert Defaults.default_config() == {"limit": 3, "color": "green"}
+    with pytest.raises(ValidationError):
+        EveryType.default_config()  # "name" has no default
+
+
+def test_check_reports_each_problem_of_the_class_with_its_id():
+    class Bad(Processor):
+        retry_on = ValueError
+        schedule = "0 3 * *"
+        expected_duration = 0
+        run_on_deploy = "sometimes"
+
+    assert [message.id for message in Bad.check()] == [
+        "maintenance_tasks.E007",
+        "maintenance_tasks.E010",
+        "maintenance_tasks.E012",
+        "maintenance_tasks.E008",
+    ]
+    assert Bad.schedule_problem().startswith("schedule: A cron expression has 5 fields")
+    assert EveryType.check() == [] and EveryType.schedule_problem() is None

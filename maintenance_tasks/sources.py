@@ -15,13 +15,24 @@ import uuid
 from collections.abc import Callable, Iterator, Sized
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import Any, ClassVar, Protocol
 
 from django.db import models
 from django.db.models import Q
 
-if TYPE_CHECKING:
-    from .processor import Processor
+
+class ProcessorLike(Protocol):
+    """What a source needs of a processor (``Processor`` has it; this module sits below it)."""
+
+    batch_size: ClassVar[int]
+    cursor_columns: ClassVar[tuple[str, ...] | None]
+
+    @classmethod
+    def defines_enumerate(cls) -> bool: ...
+
+    def collection(self) -> Any: ...
+
+    def enumerate(self, cursor: str | None) -> Iterator[tuple[Any, str]] | None: ...
 
 
 @dataclass(frozen=True)
@@ -68,7 +79,7 @@ def _keyset_q(columns: tuple[str, ...], values: list[Any], before_last: str, las
 class Source:
     """A processor's items, walked in batches from a cursor."""
 
-    def __init__(self, processor: Processor, collection: Any) -> None:
+    def __init__(self, processor: ProcessorLike, collection: Any) -> None:
         self.processor = processor
         self.collection = collection
         self.batch_size = max(1, int(processor.batch_size))
@@ -97,7 +108,7 @@ class NoCollection(Source):
 class QuerySetSource(Source):
     """Keyset pagination over a QuerySet, by primary key or ``cursor_columns``."""
 
-    def __init__(self, processor: Processor, collection: models.QuerySet[Any]) -> None:
+    def __init__(self, processor: ProcessorLike, collection: models.QuerySet[Any]) -> None:
         super().__init__(processor, collection)
         meta = collection.model._meta
         self.columns = tuple(processor.cursor_columns or ("pk",))
@@ -200,11 +211,9 @@ class CustomSource(Source):
             yield Batch(items, len(items), cursors.__getitem__)
 
 
-def open_source(processor: Processor) -> Source:
+def open_source(processor: ProcessorLike) -> Source:
     """Return the source that walks this processor's items."""
-    from .processor import Processor
-
-    if type(processor).enumerate is not Processor.enumerate:
+    if processor.defines_enumerate():
         return CustomSource(processor, None)
     collection = processor.collection()
     if collection is None:
@@ -219,8 +228,3 @@ def open_source(processor: Processor) -> Source:
             "QuerySet, a list or tuple, a finite iterable, or None."
         )
     return IterableSource(processor, collection)
-
-
-def default_count(processor: Processor) -> int | None:
-    """Count the items of ``collection()``: the QuerySet's count or the sequence's length."""
-    return open_source(processor).count()

@@ -345,6 +345,22 @@ class Schedule(models.Model):
             return next_cron(self.cron, now)
         return None
 
+    def reschedule(self, now: datetime, changed: tuple[str, ...] | list[str] = ()) -> None:
+        """Set ``next_run_at`` of a new schedule, or of one whose ``changed`` fields move it (not saved)."""
+        if self.cron:
+            self.next_run_at = self.following(now)
+        elif self.last_run_at is None or "run_at" in changed:
+            self.next_run_at = self.run_at  # not run yet (a paused one that is due runs now)
+        else:
+            self.next_run_at = None  # a one-off schedule that has run
+
+    def resume(self, now: datetime) -> None:
+        """Enable and save the schedule; a cron schedule goes on from ``now``, without catching up."""
+        self.enabled = True
+        if self.cron:
+            self.next_run_at = self.following(now)
+        self.save(update_fields=["enabled", "next_run_at", "updated_at"])
+
 
 class SchedulerState(models.Model):
     """One row: the scheduler's self-re-enqueuing job (by token) and when runs were last pruned."""

@@ -10,7 +10,6 @@ def validation_error_text(error: ValidationError) -> str:
     return " ".join(error.messages)
 
 
-
 class MaintenanceTaskError(Exception):
     """Base class of every error this app raises on purpose."""
 

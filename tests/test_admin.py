@@ -191,20 +191,20 @@ def test_task_page_form_has_a_widget_per_type_with_defaults(operator, client):
 def test_task_page_shows_count_before_starting(operator, client):
     ItemFactory.create_batch(7)
     response = client.get(processor_url(INCREMENT))
-    assert response.context["count"] == 7
+    assert response.context["page"].count == 7
     assert "7 items" in response.content.decode()
 
 
 def test_count_items_with_the_given_parameters_starts_nothing(operator, client):
     response = client.post(processor_url(f"{APP}.RecordList"), {"param-words": "a\nb\nc", "_count": "Count"})
     assert response.status_code == 200
-    assert response.context["count"] == 3
+    assert response.context["page"].count == 3
     assert not Run.objects.exists()
 
 
 def test_task_page_without_required_parameters_says_count_depends_on_them(operator, client):
     response = client.get(processor_url(f"{APP}.RecordList"))
-    assert response.context["count"] is None
+    assert response.context["page"].count is None
     assert "Depends on the parameters" in response.content.decode()
 
 
@@ -259,7 +259,7 @@ def test_bad_value_is_shown_beside_its_field_and_starts_nothing(operator, client
     response = client.post(processor_url(EVERY), {**EVERY_POST, field: value})
     assert response.status_code == 400
     name = field.removeprefix("param-")
-    errors = response.context["form"].errors
+    errors = response.context["page"].form.errors
     assert list(errors) == [name]
     assert message in " ".join(errors[name])
     html = response.content.decode()
@@ -309,7 +309,7 @@ def test_task_page_paginates_ten_thousand_runs_in_fixed_queries(operator, client
     # 9: the page also lists the processor's schedules (one query).
     with django_assert_max_num_queries(9):
         response = client.get(processor_url(INCREMENT), {"p": 150})
-    page = response.context["page"]
+    page = response.context["page"].runs
     assert (page.number, page.paginator.num_pages, page.paginator.count, len(page.object_list)) == (
         150,
         200,
@@ -597,7 +597,7 @@ def test_admin_index_links_to_the_maintenance_pages(operator, client):
 
 
 def test_date_defaults_render_as_values_the_browser_accepts(operator, client):
-    form = client.get(processor_url(EVERY)).context["form"]
+    form = client.get(processor_url(EVERY)).context["page"].form
     assert form["since"].value() == datetime.date(2024, 1, 1)
 
 
@@ -665,4 +665,4 @@ def test_task_page_of_a_deploy_processor_costs_a_fixed_number_of_queries(
     Run.objects.bulk_create(Run(task=task, status=S.SUCCEEDED) for _ in range(100))
     with django_assert_max_num_queries(len(plain) + 4):  # task, record, active run, its run
         response = client.get(processor_url(DEPLOY_ONCE))
-    assert response.context["deploy"]["state"] == "done"
+    assert response.context["page"].deploy["state"] == "done"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from django import forms
@@ -25,7 +26,6 @@ from maintenance_tasks.runner import Runner
 from maintenance_tasks.status import RunStatus
 
 from .display import (
-    ACTION_LABELS,
     PERMISSIONS,
     ReadOnlyAdmin,
     admin_url,
@@ -98,6 +98,86 @@ def processor_rows(query: str = "") -> list[ProcessorRow]:
         runs = active.get(path_, [])
         rows.append(ProcessorRow(path_, processors.get(path_), runs[0] if runs else latest.get(path_), len(runs)))
     return rows
+
+
+class ProcessorPage:
+    """What a processor's page shows, like Django's ``ChangeList`` for a change list.
+
+    The template reads ``page.<attribute>``; each query runs once, when the template first needs it.
+    Raise Http404 for a path that is neither a discovered processor nor one with runs.
+    """
+
+    def __init__(
+        self,
+        model_admin: TaskAdmin,
+        request: HttpRequest,
+        path: str,
+        form: forms.Form | None = None,
+        *,
+        count_config: dict[str, Any] | None = None,
+    ) -> None:
+        self.path = path
+        self.current_app = model_admin.admin_site.name
+        self.processor = registry.processors().get(path)
+        self.permitted = permitted_actions(request)
+        runs = Run.objects.filter(task__processor=path).select_related("task")
+        self.runs = Paginator(runs, RUNS_PER_PAGE).get_page(request.GET.get("p"))
+        if self.processor is None and not self.runs.object_list:
+            raise Http404(str(UnknownProcessor(f"Unknown processor {path!r}: no such processor and no runs of it.")))
+        self.can_start = self.processor is not None and "start" in self.permitted
+        self.form = start_form(self.processor) if self.can_start and form is None else form
+        self.can_view_schedules = request.user.has_perm("maintenance_tasks.view_schedule")
+        self.count_config = count_config
+
+    @property
+    def title(self) -> str:
+        return short_name(self.path)
+
+    @cached_property
+    def doc(self) -> str:
+        """Return the processor's own docstring (not the base class's)."""
+        if self.processor is None or self.processor.__doc__ is Processor.__doc__:
+            return ""
+        return (self.processor.__doc__ or "").strip()
+
+    @cached_property
+    def counted(self) -> tuple[int | None, str]:
+        """Return the number of items to process with the posted config (else the defaults), or why not."""
+        if self.processor is None:
+            return None, ""
+        config = self.count_config if self.count_config is not None else default_config(self.processor)
+        return item_count(self.processor, config)
+
+    @property
+    def count(self) -> int | None:
+        return self.counted[0]
+
+    @property
+    def count_note(self) -> str:
+        return self.counted[1]
+
+    @cached_property
+    def deploy(self) -> dict[str, Any] | None:
+        return deploy_state(self.path, self.processor)
+
+    @cached_property
+    def active_runs(self) -> list[tuple[Run, dict[str, Any]]]:
+        """Return each active run with its progress and controls."""
+        missing = self.processor is None
+        return [
+            (run, run_state(run, self.permitted, current_app=self.current_app, processor_missing=missing))
+            for run in Run.objects.active().filter(task__processor=self.path).select_related("task")
+        ]
+
+    @cached_property
+    def schedules(self) -> list[tuple[Schedule, str]]:
+        """Return each schedule of the processor with when it runs next."""
+        schedules = Schedule.objects.filter(task__processor=self.path).select_related("task")
+        return [(schedule, describe_next_run(schedule)) for schedule in schedules]
+
+    @property
+    def page_range(self) -> Any:
+        return self.runs.paginator.get_elided_page_range(self.runs.number, on_each_side=2, on_ends=1)
 
 
 class TaskAdmin(ReadOnlyAdmin):
@@ -190,44 +270,6 @@ class TaskAdmin(ReadOnlyAdmin):
         count_config: dict[str, Any] | None = None,
         status: int = 200,
     ) -> HttpResponse:
-        processor = registry.processors().get(path_)
-        runs = Run.objects.filter(task__processor=path_).select_related("task")
-        page = Paginator(runs, RUNS_PER_PAGE).get_page(request.GET.get("p"))
-        if processor is None and not page.object_list:
-            raise Http404(str(UnknownProcessor(f"Unknown processor {path_!r}: no such processor and no runs of it.")))
-        allowed = permitted_actions(request)
-        can_start = processor is not None and "start" in allowed
-        if can_start and form is None:
-            form = start_form(processor)
-        count, count_note = (None, "")
-        if processor is not None:
-            if count_config is None:
-                count_config = default_config(processor)
-            count, count_note = item_count(processor, count_config)
-        site = self.admin_site.name
-        active = [
-            (run, run_state(run, allowed, current_app=site, processor_missing=processor is None))
-            for run in Run.objects.active().filter(task__processor=path_).select_related("task")
-        ]
-        schedules = Schedule.objects.filter(task__processor=path_).select_related("task")
-        context = self.context(
-            request,
-            title=short_name(path_),
-            schedules=[(schedule, describe_next_run(schedule)) for schedule in schedules],
-            can_view_schedules=request.user.has_perm("maintenance_tasks.view_schedule"),
-            path=path_,
-            processor=processor,
-            doc=(processor.__doc__ or "").strip() if processor and processor.__doc__ is not Processor.__doc__ else "",
-            form=form,
-            can_start=can_start,
-            count=count,
-            count_note=count_note,
-            deploy=deploy_state(path_, processor),
-            active_runs=active,
-            page=page,
-            page_range=page.paginator.get_elided_page_range(page.number, on_each_side=2, on_ends=1),
-            action_labels=ACTION_LABELS,
-            permitted=allowed,
-            next_url=request.get_full_path(),
-        )
+        page = ProcessorPage(self, request, path_, form, count_config=count_config)
+        context = self.context(request, title=page.title, page=page, next_url=request.get_full_path())
         return TemplateResponse(request, "admin/maintenance_tasks/task/processor.html", context, status=status)

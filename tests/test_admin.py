@@ -13,7 +13,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from maintenance_tasks import Processor
-from maintenance_tasks.models import Run, RunEvent, Task
+from maintenance_tasks.models import Run, RunEvent, Schedule, Task
 from maintenance_tasks.registry import path_of, registry
 from maintenance_tasks.status import RunStatus
 from testproject.testapp.models import Item, Seen
@@ -666,3 +666,50 @@ def test_task_page_of_a_deploy_processor_costs_a_fixed_number_of_queries(
     with django_assert_max_num_queries(len(plain) + 4):  # task, record, active run, its run
         response = client.get(processor_url(DEPLOY_ONCE))
     assert response.context["page"].deploy["state"] == "done"
+
+
+# -- another admin site ------------------------------------------------------------------------
+
+OPS = "/ops/maintenance_tasks"
+#: A link, form or progress URL that leaves the second site for the default one.
+DEFAULT_SITE_LINK = re.compile(r'(?:href|action|data-progress-url)="/admin/')
+
+
+def ops_page(client, url):
+    """Open a page of the second site and check that none of its links lead to the default site."""
+    response = client.get(url)
+    assert response.status_code == 200, url
+    html = response.content.decode()
+    match = DEFAULT_SITE_LINK.search(html)
+    assert match is None, f"{url} links to the default site: {html[match.start() : match.start() + 100]}"
+    return html
+
+
+@pytest.mark.urls("tests.ops_urls")
+def test_pages_and_actions_stay_on_another_admin_site(admin_client):
+    once = f"{APP}.RecordOnce"
+    assert f'href="{OPS}/task/processor/{once}/"' in ops_page(admin_client, f"{OPS}/task/")
+    html = ops_page(admin_client, f"{OPS}/task/processor/{once}/")
+    assert f'<a href="{OPS}/task/">' in html  # the breadcrumbs
+
+    response = admin_client.post(f"{OPS}/task/processor/{once}/", {"_start": "Start"})
+    run = Run.objects.get()
+    assert response["Location"] == f"{OPS}/run/{run.pk}/change/"
+    html = ops_page(admin_client, response["Location"])
+    assert f'action="{OPS}/run/{run.pk}/pause/"' in html
+    assert f'data-progress-url="{OPS}/run/{run.pk}/progress/"' in html
+    assert ops_page(admin_client, f"{OPS}/task/processor/{once}/").count(f'href="{OPS}/run/{run.pk}/change/"') == 2
+
+    response = admin_client.post(f"{OPS}/run/{run.pk}/pause/", {"next": f"{OPS}/task/processor/{once}/"})
+    assert response["Location"] == f"{OPS}/task/processor/{once}/"
+    run.refresh_from_db()
+    assert run.status == S.PAUSED
+    response = admin_client.post(f"{OPS}/run/{run.pk}/resume/")  # no next: back to the run page
+    assert response["Location"] == f"{OPS}/run/{run.pk}/change/"
+
+    # The other redirects and links the admin builds in Python.
+    assert admin_client.get(f"{OPS}/task/{run.task.pk}/change/")["Location"] == f"{OPS}/task/processor/{once}/"
+    assert admin_client.post(f"{OPS}/task/processor/os.system/", {"_start": "Start"})["Location"] == f"{OPS}/task/"
+    Schedule.objects.create(task=run.task, cron="0 3 * * *", last_run=run, next_run_at=timezone.now())
+    assert f'href="{OPS}/run/{run.pk}/change/"' in ops_page(admin_client, f"{OPS}/schedule/")
+    assert admin_client.get(f"{OPS}/run/{run.pk}/progress/").json()["id"] == run.pk

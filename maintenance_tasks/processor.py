@@ -15,8 +15,6 @@ from .exceptions import validation_error_text
 from .parameters import MISSING, Parameter, field_for, to_json
 from .sources import open_source
 
-__all__ = ["Processor", "to_json"]  # to_json: admin.py still imports it from here
-
 #: The values ``run_on_deploy`` may take: never, until a run succeeds, on every deploy.
 RUN_ON_DEPLOY_MODES = (None, "once", "always")
 
@@ -54,8 +52,8 @@ class Processor:
     retry_backoff_max: ClassVar[float] = 600.0
     #: A cron expression (5 fields, in settings.TIME_ZONE): run with the default config on it.
     schedule: ClassVar[str | None] = None
-    #: How long a run may stay active before it is flagged as stuck (a timedelta or seconds);
-    #: None: the STUCK_RUN_AFTER setting.
+    #: How long a run may stay active before it is flagged as overdue (a timedelta or seconds);
+    #: None: the OVERDUE_AFTER setting.
     expected_duration: ClassVar[datetime.timedelta | float | None] = None
     #: Started by ``deploy_maintenance_tasks``, with the default parameters: ``"once"`` (until a
     #: run succeeds, like a data migration), ``"always"`` (on every deploy), or None (never).

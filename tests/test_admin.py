@@ -13,7 +13,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from maintenance_tasks import Processor
-from maintenance_tasks.models import Run, RunEvent, Task
+from maintenance_tasks.models import Run, RunEvent, Schedule, Task
 from maintenance_tasks.registry import path_of, registry
 from maintenance_tasks.status import RunStatus
 from testproject.testapp.models import Item, Seen
@@ -191,20 +191,20 @@ def test_task_page_form_has_a_widget_per_type_with_defaults(operator, client):
 def test_task_page_shows_count_before_starting(operator, client):
     ItemFactory.create_batch(7)
     response = client.get(processor_url(INCREMENT))
-    assert response.context["count"] == 7
+    assert response.context["page"].count == 7
     assert "7 items" in response.content.decode()
 
 
 def test_count_items_with_the_given_parameters_starts_nothing(operator, client):
     response = client.post(processor_url(f"{APP}.RecordList"), {"param-words": "a\nb\nc", "_count": "Count"})
     assert response.status_code == 200
-    assert response.context["count"] == 3
+    assert response.context["page"].count == 3
     assert not Run.objects.exists()
 
 
 def test_task_page_without_required_parameters_says_count_depends_on_them(operator, client):
     response = client.get(processor_url(f"{APP}.RecordList"))
-    assert response.context["count"] is None
+    assert response.context["page"].count is None
     assert "Depends on the parameters" in response.content.decode()
 
 
@@ -259,7 +259,7 @@ def test_bad_value_is_shown_beside_its_field_and_starts_nothing(operator, client
     response = client.post(processor_url(EVERY), {**EVERY_POST, field: value})
     assert response.status_code == 400
     name = field.removeprefix("param-")
-    errors = response.context["form"].errors
+    errors = response.context["page"].form.errors
     assert list(errors) == [name]
     assert message in " ".join(errors[name])
     html = response.content.decode()
@@ -309,7 +309,7 @@ def test_task_page_paginates_ten_thousand_runs_in_fixed_queries(operator, client
     # 9: the page also lists the processor's schedules (one query).
     with django_assert_max_num_queries(9):
         response = client.get(processor_url(INCREMENT), {"p": 150})
-    page = response.context["page"]
+    page = response.context["page"].runs
     assert (page.number, page.paginator.num_pages, page.paginator.count, len(page.object_list)) == (
         150,
         200,
@@ -597,7 +597,7 @@ def test_admin_index_links_to_the_maintenance_pages(operator, client):
 
 
 def test_date_defaults_render_as_values_the_browser_accepts(operator, client):
-    form = client.get(processor_url(EVERY)).context["form"]
+    form = client.get(processor_url(EVERY)).context["page"].form
     assert form["since"].value() == datetime.date(2024, 1, 1)
 
 
@@ -665,4 +665,51 @@ def test_task_page_of_a_deploy_processor_costs_a_fixed_number_of_queries(
     Run.objects.bulk_create(Run(task=task, status=S.SUCCEEDED) for _ in range(100))
     with django_assert_max_num_queries(len(plain) + 4):  # task, record, active run, its run
         response = client.get(processor_url(DEPLOY_ONCE))
-    assert response.context["deploy"]["state"] == "done"
+    assert response.context["page"].deploy["state"] == "done"
+
+
+# -- another admin site ------------------------------------------------------------------------
+
+OPS = "/ops/maintenance_tasks"
+#: A link, form or progress URL that leaves the second site for the default one.
+DEFAULT_SITE_LINK = re.compile(r'(?:href|action|data-progress-url)="/admin/')
+
+
+def ops_page(client, url):
+    """Open a page of the second site and check that none of its links lead to the default site."""
+    response = client.get(url)
+    assert response.status_code == 200, url
+    html = response.content.decode()
+    match = DEFAULT_SITE_LINK.search(html)
+    assert match is None, f"{url} links to the default site: {html[match.start() : match.start() + 100]}"
+    return html
+
+
+@pytest.mark.urls("tests.ops_urls")
+def test_pages_and_actions_stay_on_another_admin_site(admin_client):
+    once = f"{APP}.RecordOnce"
+    assert f'href="{OPS}/task/processor/{once}/"' in ops_page(admin_client, f"{OPS}/task/")
+    html = ops_page(admin_client, f"{OPS}/task/processor/{once}/")
+    assert f'<a href="{OPS}/task/">' in html  # the breadcrumbs
+
+    response = admin_client.post(f"{OPS}/task/processor/{once}/", {"_start": "Start"})
+    run = Run.objects.get()
+    assert response["Location"] == f"{OPS}/run/{run.pk}/change/"
+    html = ops_page(admin_client, response["Location"])
+    assert f'action="{OPS}/run/{run.pk}/pause/"' in html
+    assert f'data-progress-url="{OPS}/run/{run.pk}/progress/"' in html
+    assert ops_page(admin_client, f"{OPS}/task/processor/{once}/").count(f'href="{OPS}/run/{run.pk}/change/"') == 2
+
+    response = admin_client.post(f"{OPS}/run/{run.pk}/pause/", {"next": f"{OPS}/task/processor/{once}/"})
+    assert response["Location"] == f"{OPS}/task/processor/{once}/"
+    run.refresh_from_db()
+    assert run.status == S.PAUSED
+    response = admin_client.post(f"{OPS}/run/{run.pk}/resume/")  # no next: back to the run page
+    assert response["Location"] == f"{OPS}/run/{run.pk}/change/"
+
+    # The other redirects and links the admin builds in Python.
+    assert admin_client.get(f"{OPS}/task/{run.task.pk}/change/")["Location"] == f"{OPS}/task/processor/{once}/"
+    assert admin_client.post(f"{OPS}/task/processor/os.system/", {"_start": "Start"})["Location"] == f"{OPS}/task/"
+    Schedule.objects.create(task=run.task, cron="0 3 * * *", last_run=run, next_run_at=timezone.now())
+    assert f'href="{OPS}/run/{run.pk}/change/"' in ops_page(admin_client, f"{OPS}/schedule/")
+    assert admin_client.get(f"{OPS}/run/{run.pk}/progress/").json()["id"] == run.pk

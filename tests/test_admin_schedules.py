@@ -123,3 +123,35 @@ def test_an_overdue_run_has_a_badge_on_every_page(admin_client, settings):
     Run.objects.filter(pk=run.pk).update(status=RunStatus.SUCCEEDED)
     assert 'class="mt-overdue"' not in admin_client.get(run_url(run)).content.decode()
     assert Task.objects.count() == 1
+
+
+@pytest.mark.parametrize(
+    ("cron", "last_run", "changed", "expected"),
+    [
+        ("0 3 * * *", True, [], "following"),
+        ("", False, [], "run_at"),  # not run yet
+        ("", True, ["enabled"], None),  # a one-off schedule that has run
+        ("", True, ["run_at"], "run_at"),  # moved to another time: it runs again
+    ],
+)
+def test_reschedule_sets_the_next_run(cron, last_run, changed, expected):
+    now = timezone.now()
+    run_at = None if cron else now + timedelta(days=1)
+    schedule = Schedule(cron=cron, run_at=run_at, last_run_at=now - timedelta(days=1) if last_run else None)
+    schedule.reschedule(now, changed)
+    assert schedule.next_run_at == {"following": schedule.following(now), "run_at": run_at, None: None}[expected]
+
+
+def test_resume_goes_on_from_now_without_catching_up():
+    task = TaskFactory(processor=INCREMENT, config={"delay": 0.0, "fail_at": None})
+    cron = Schedule.objects.create(
+        task=task, cron="0 3 * * *", enabled=False, next_run_at=timezone.now() - timedelta(days=3)
+    )
+    due = timezone.now() - timedelta(hours=1)
+    once = Schedule.objects.create(task=task, run_at=due, enabled=False, next_run_at=due)
+    now = timezone.now()
+    for schedule in (cron, once):
+        schedule.resume(now)
+        schedule.refresh_from_db()
+    assert (cron.enabled, cron.next_run_at) == (True, cron.following(now))
+    assert (once.enabled, once.next_run_at) == (True, due)  # a paused one-off that is due runs now

@@ -1,0 +1,111 @@
+"""The admin's forms: a start form built from a processor's parameters, and the schedule form."""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+from django import forms
+from django.core.exceptions import ValidationError
+from django.utils import timezone
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
+
+from maintenance_tasks.exceptions import UnknownProcessor, validation_error_text
+from maintenance_tasks.models import Schedule, ScheduleSource, Task
+from maintenance_tasks.parameters import to_json
+from maintenance_tasks.processor import Processor
+from maintenance_tasks.registry import registry, short_name
+
+#: The fields whose change moves a schedule's next run.
+TIMING_FIELDS = {"cron", "run_at", "enabled"}
+
+
+def start_form_class(processor: type[Processor]) -> type[forms.Form]:
+    """Return a form with one field per parameter (each parameter's field is already a form field)."""
+    fields = {name: parameter.field for name, parameter in processor.parameters().items()}
+    return type(f"{processor.__name__}StartForm", (forms.Form,), {**fields, "required_css_class": "required"})
+
+
+def start_form(processor: type[Processor], data: Any = None) -> forms.Form:
+    """Return the start form of a processor, its optional parameters filled in with their defaults."""
+    initial = {}
+    for name, parameter in processor.parameters().items():
+        if not parameter.required:
+            default = parameter.default
+            initial[name] = default.value if isinstance(default, enum.Enum) else default
+    return start_form_class(processor)(data, initial=initial, prefix="param")
+
+
+def add_config_errors(form: forms.Form, error: ValidationError) -> None:
+    """Put each error of a config beside its field (the rest above the form)."""
+    if hasattr(error, "error_dict"):
+        for name, errors in error.error_dict.items():
+            form.add_error(name if name in form.fields else None, errors)
+    else:
+        form.add_error(None, error)
+
+
+def form_config(form: forms.Form) -> dict[str, Any]:
+    """Return the config a valid start form gives, as JSON values."""
+    return {name: to_json(value) for name, value in form.cleaned_data.items()}
+
+
+def optional_defaults(processor: type[Processor]) -> dict[str, Any]:
+    """Return the config of a processor's optional parameters left at their defaults."""
+    return {
+        name: to_json(parameter.default) for name, parameter in processor.parameters().items() if not parameter.required
+    }
+
+
+class ScheduleForm(forms.ModelForm):
+    """A schedule with its task: a discovered processor and a config validated by its parameters."""
+
+    processor = forms.ChoiceField(label=gettext_lazy("Processor"))
+    config = forms.JSONField(
+        label=gettext_lazy("Config"),
+        required=False,
+        initial=dict,
+        widget=forms.Textarea(attrs={"rows": 4, "cols": 60}),
+        help_text=gettext_lazy("A JSON object of the processor's parameters; parameters left out take their default."),
+    )
+
+    class Meta:
+        model = Schedule
+        fields = ["processor", "config", "cron", "run_at", "enabled"]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["processor"].choices = [("", "---------")] + [
+            (path, f"{short_name(path)} ({path})") for path in registry.processors()
+        ]
+        if self.instance.pk:
+            self.initial.setdefault("processor", self.instance.task.processor)
+            self.initial.setdefault("config", self.instance.task.config)
+        if self.instance.source == ScheduleSource.CODE:
+            for name in ("processor", "config", "cron", "run_at"):
+                self.fields[name].disabled = True
+                self.fields[name].help_text = _("Set in the code; only pausing is done here.")
+        self.canonical_config: dict[str, Any] | None = None
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        path, config = data.get("processor"), data.get("config")
+        if path and "config" not in self.errors:
+            try:
+                self.canonical_config = registry.get(path).from_config({} if config is None else config).config
+            except UnknownProcessor as error:
+                self.add_error("processor", str(error))
+            except ValidationError as error:
+                self.add_error("config", validation_error_text(error))
+        return data
+
+    def save(self, commit: bool = True) -> Schedule:
+        schedule: Schedule = super().save(commit=False)
+        if schedule.source != ScheduleSource.CODE and self.canonical_config is not None:
+            schedule.task = Task.objects.for_config(self.cleaned_data["processor"], self.canonical_config)
+        if not schedule.pk or TIMING_FIELDS & set(self.changed_data):
+            schedule.reschedule(timezone.now(), self.changed_data)
+        if commit:
+            schedule.save()
+        return schedule

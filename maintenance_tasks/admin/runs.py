@@ -1,0 +1,163 @@
+"""The run pages: the searchable history, a page per run with its controls, the progress endpoint."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import path
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
+from django.views.decorators.http import require_POST
+
+from maintenance_tasks.actors import admin_actor, describe
+from maintenance_tasks.exceptions import MaintenanceTaskError, UnknownProcessor
+from maintenance_tasks.models import Run, Task
+from maintenance_tasks.registry import registry, short_name
+from maintenance_tasks.runner import Runner
+from maintenance_tasks.status import RunStatus
+
+from .display import ACTION_LABELS, PERMISSIONS, ReadOnlyAdmin, admin_url, permitted_actions, run_state
+
+
+class ProcessorFilter(admin.SimpleListFilter):
+    """Filter runs by processor: every discovered one."""
+
+    title = gettext_lazy("processor")
+    parameter_name = "processor"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [(path_, short_name(path_)) for path_ in registry.processors()]
+
+    def queryset(self, request: HttpRequest, queryset: Any) -> Any:
+        if self.value():
+            return queryset.filter(task__processor=self.value())
+        return queryset
+
+
+class RunAdmin(ReadOnlyAdmin):
+    """Maintenance runs: a searchable history, a page per run with its controls."""
+
+    list_display = ("id", "task_name", "status_badge", "progress_display", "started_at", "ended_at", "started_by")
+    list_display_links = ("id", "task_name")
+    list_filter = ("status", ProcessorFilter)
+    date_hierarchy = "created_at"
+    search_fields = ("task__processor", "=id")
+    list_select_related = ("task",)
+    list_per_page = 50
+    show_full_result_count = False
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return super().has_view_permission(request, obj) or request.user.has_perm("maintenance_tasks.view_task")
+
+    @admin.display(description=gettext_lazy("task"), ordering="task__processor")
+    def task_name(self, run: Run) -> str:
+        return str(run.task)
+
+    @admin.display(description=gettext_lazy("status"), ordering="status")
+    def status_badge(self, run: Run) -> str:
+        return RunStatus(run.status).label
+
+    @admin.display(description=gettext_lazy("progress"))
+    def progress_display(self, run: Run) -> str:
+        return run_state(run, set(), current_app=self.admin_site.name)["count_text"]
+
+    @admin.display(description=gettext_lazy("started by"))
+    def started_by(self, run: Run) -> str:
+        return describe(run.metadata)
+
+    def get_urls(self) -> list[Any]:
+        view = self.admin_site.admin_view
+        return [
+            path("<int:run_id>/progress/", view(self.progress_view), name="maintenance_tasks_run_progress"),
+            *(
+                path(
+                    f"<int:run_id>/{action}/",
+                    view(self.action_view),
+                    {"action": action},
+                    name=f"maintenance_tasks_run_{action}",
+                )
+                for action in ACTION_LABELS
+            ),
+            *super().get_urls(),
+        ]
+
+    def get_run(self, request: HttpRequest, run_id: Any) -> Run:
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        return get_object_or_404(Run.objects.select_related("task"), pk=run_id)
+
+    def state(self, request: HttpRequest, run: Run) -> dict[str, Any]:
+        """Return the run's progress and the controls this user may see, within this site."""
+        missing = run.task.processor not in registry.processors()
+        return run_state(run, permitted_actions(request), current_app=self.admin_site.name, processor_missing=missing)
+
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: Any = None) -> Any:
+        request.current_app = self.admin_site.name
+        if not object_id.isdigit():
+            raise Http404(_("No maintenance run with id %(id)r.") % {"id": object_id})
+        run = self.get_run(request, object_id)
+        context = self.page_context(
+            request,
+            task_opts=Task._meta,
+            title=str(run),
+            run=run,
+            state=self.state(request, run),
+            processor=registry.processors().get(run.task.processor),
+            started_by=describe(run.metadata),
+            events=[(event, describe(event.detail)) for event in run.events.all()],
+            next_url=request.get_full_path(),
+        )
+        return TemplateResponse(request, "admin/maintenance_tasks/run/detail.html", context)
+
+    def progress_view(self, request: HttpRequest, run_id: int) -> JsonResponse:
+        request.current_app = self.admin_site.name
+        state = self.state(request, self.get_run(request, run_id))
+        del state["controls"]  # the page has the forms; the JSON says which to show
+        return JsonResponse(state)
+
+    def action_view(self, request: HttpRequest, run_id: int, action: str) -> HttpResponse:
+        request.current_app = self.admin_site.name
+        return require_POST(self.perform_action)(request, run_id, action)
+
+    def perform_action(self, request: HttpRequest, run_id: int, action: str) -> HttpResponse:
+        if not request.user.has_perm(PERMISSIONS[action]):
+            raise PermissionDenied
+        run = self.get_run(request, run_id)
+        actor = admin_actor(request)
+        before = run.status
+        try:
+            if action == "pause":
+                Runner.pause(run, actor=actor)
+            elif action == "cancel":
+                Runner.cancel(run, actor=actor)
+            elif action == "force":
+                Runner.force_stop(run, actor=actor)
+            else:
+                if run.task.processor not in registry.processors():
+                    raise UnknownProcessor(
+                        _("Run %(id)s cannot be resumed: its processor %(path)s is no longer in the code.")
+                        % {"id": run.pk, "path": run.task.processor}
+                    )
+                Runner.resume(run, actor=actor)
+                run.refresh_from_db()
+        except MaintenanceTaskError as error:
+            self.message_user(request, str(error), messages.ERROR)
+        else:
+            message = _("%(action)s run %(id)s: %(before)s → %(after)s.") % {
+                "action": ACTION_LABELS[action],
+                "id": run.pk,
+                "before": RunStatus(before).label,
+                "after": RunStatus(run.status).label,
+            }
+            self.log_change(request, run, message)
+            self.message_user(request, message, messages.SUCCESS)
+        next_url = request.POST.get("next", "")
+        if not url_has_allowed_host_and_scheme(next_url, {request.get_host()}, request.is_secure()):
+            next_url = admin_url(self.admin_site.name, "run_change", run.pk)
+        return HttpResponseRedirect(next_url)

@@ -1,5 +1,6 @@
 """The app's settings: one dict, ``settings.MAINTENANCE_TASKS``, read on every access."""
 
+from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings as django_settings
@@ -44,6 +45,20 @@ SECONDS = (
 RENAMED = {"STUCK_RUN_AFTER": "OVERDUE_AFTER", "TICK_INTERVAL": "CHECKPOINT_INTERVAL"}
 
 
+class Setting[T]:
+    """One setting of ``Settings``, read from ``MAINTENANCE_TASKS`` on each access and cast to its type."""
+
+    def __init__(self, cast: Callable[[Any], T], *, optional: bool = False) -> None:
+        self.cast, self.optional = cast, optional
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, settings: "Settings", owner: type | None = None) -> T:
+        value = settings.value(self.name)
+        return None if self.optional and value is None else self.cast(value)  # type: ignore[return-value]  # None only when optional
+
+
 class Settings:
     """Typed view of ``settings.MAINTENANCE_TASKS``; nothing is cached, so override_settings works."""
 
@@ -51,53 +66,27 @@ class Settings:
     def user_settings(self) -> Any:
         return getattr(django_settings, "MAINTENANCE_TASKS", {})
 
-    def _get(self, name: str) -> Any:
+    def value(self, name: str) -> Any:
+        """Return the setting as given, or its default."""
         user = self.user_settings
         if isinstance(user, dict) and name in user:
             return user[name]
         return DEFAULTS[name]
 
-    @property
-    def CHECKPOINT_INTERVAL(self) -> float:  # noqa: N802 (setting names are upper case)
-        return float(self._get("CHECKPOINT_INTERVAL"))
-
-    @property
-    def STALE_AFTER(self) -> float:  # noqa: N802
-        return float(self._get("STALE_AFTER"))
-
-    @property
-    def STUCK_AFTER(self) -> float:  # noqa: N802
-        return float(self._get("STUCK_AFTER"))
-
-    @property
-    def SLICE_SECONDS(self) -> float:  # noqa: N802
-        return float(self._get("SLICE_SECONDS"))
-
-    @property
-    def LOG_INTERVAL(self) -> float:  # noqa: N802
-        return float(self._get("LOG_INTERVAL"))
-
-    @property
-    def MAX_CONCURRENT_RUNS(self) -> int | None:  # noqa: N802
-        value = self._get("MAX_CONCURRENT_RUNS")
-        return None if value is None else int(value)
-
-    @property
-    def MAX_RECOVERIES(self) -> int:  # noqa: N802
-        return int(self._get("MAX_RECOVERIES"))
-
-    @property
-    def SCHEDULER_INTERVAL(self) -> float:  # noqa: N802
-        return float(self._get("SCHEDULER_INTERVAL"))
-
-    @property
-    def OVERDUE_AFTER(self) -> float:  # noqa: N802
-        return float(self._get("OVERDUE_AFTER"))
+    CHECKPOINT_INTERVAL = Setting(float)
+    STALE_AFTER = Setting(float)
+    STUCK_AFTER = Setting(float)
+    SLICE_SECONDS = Setting(float)
+    LOG_INTERVAL = Setting(float)
+    MAX_CONCURRENT_RUNS = Setting(int, optional=True)
+    MAX_RECOVERIES = Setting(int)
+    SCHEDULER_INTERVAL = Setting(float)
+    OVERDUE_AFTER = Setting(float)
 
     @property
     def RETENTION(self) -> dict[str, float | None]:  # noqa: N802
         """Return the days each ended status is kept (None: forever), defaults filled in."""
-        user = self._get("RETENTION")
+        user = self.value("RETENTION")
         return {**DEFAULTS["RETENTION"], **(user if isinstance(user, dict) else {})}
 
 

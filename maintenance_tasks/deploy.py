@@ -9,6 +9,8 @@ succeeded sees the run and starts nothing.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -279,22 +281,25 @@ def status() -> list[tuple[Outcome, DeployRecord | None, Run | None]]:
     return [status_of(path, processor.run_on_deploy or "") for path, processor in deploy_processors().items()]
 
 
-def _once_record(name: str) -> tuple[str, DeployRecord]:
+@contextmanager
+def _locked_once_record(name: str, refusal: str) -> Iterator[tuple[str, DeployRecord, Run | None]]:
+    """Lock a run-once processor's deploy record; refuse (``refusal`` says why) while it has an active run."""
     processor = registry.resolve(name)
     path = registry.path_of(processor)
     if processor.run_on_deploy != ONCE:
         raise DeployError(f"{path} is not a run-once processor (run_on_deploy = {processor.run_on_deploy!r}).")
-    return path, get_record(path)
-
-
-def skip(name: str, *, actor: dict[str, Any]) -> str:
-    """Mark a run-once processor as done without running it; return what was done."""
-    path, record = _once_record(name)
+    record = get_record(path)
     with transaction.atomic():
         record = DeployRecord.objects.select_for_update().get(pk=record.pk)
         run = latest_run(record, record.task, ONCE)
         if run is not None and run.is_active:
-            raise DeployError(f"{path} has an active run {run.pk} ({run.status}): cancel it first, then skip.")
+            raise DeployError(f"{path} has an active run {run.pk} ({run.status}): {refusal}")
+        yield path, record, run
+
+
+def skip(name: str, *, actor: dict[str, Any]) -> str:
+    """Mark a run-once processor as done without running it; return what was done."""
+    with _locked_once_record(name, "cancel it first, then skip.") as (path, record, run):
         if record.state == DeployState.SKIPPED:
             return f"{path} was already skipped."
         if run is not None and run.status == RunStatus.SUCCEEDED:
@@ -310,12 +315,7 @@ def skip(name: str, *, actor: dict[str, Any]) -> str:
 
 def reset(name: str, *, actor: dict[str, Any]) -> str:
     """Make a run-once processor run again on the next deploy; return what was done."""
-    path, record = _once_record(name)
-    with transaction.atomic():
-        record = DeployRecord.objects.select_for_update().get(pk=record.pk)
-        run = latest_run(record, record.task, ONCE)
-        if run is not None and run.is_active:
-            raise DeployError(f"{path} has an active run {run.pk} ({run.status}): it cannot be reset now.")
+    with _locked_once_record(name, "it cannot be reset now.") as (path, record, _run):
         record.state, record.run, record.deploy_id, record.changed_by = DeployState.NEW, None, "", actor
         record.save()
     return f"{path} reset: the next deploy starts it."

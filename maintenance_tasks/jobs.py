@@ -170,7 +170,9 @@ def _fail_enqueue(run_id: int, attempt: int, error: Exception) -> None:
         )
     except (ConcurrentChange, InvalidTransition):
         return  # it moved on meanwhile
-    RunEvent.objects.log(run, "enqueue_failed", RunStatus.ENQUEUED, RunStatus.ERRORED, {"source": "queue"}, error=message)
+    RunEvent.objects.log(
+        run, "enqueue_failed", RunStatus.ENQUEUED, RunStatus.ERRORED, {"source": "queue"}, error=message
+    )
 
 
 def enqueue_each(runs: list[Run]) -> None:

@@ -48,7 +48,7 @@ def prune_runs(now: datetime | None = None, *, dry_run: bool = False) -> dict[st
 
 def prune_if_due(now: datetime) -> dict[str, int] | None:
     """Prune runs if no scheduler has done it in the last day."""
-    state = SchedulerState.get()
+    state, _ = SchedulerState.objects.get_or_create(pk=1)
     last = state.last_pruned_at
     if last is not None and now - last < PRUNE_EVERY:
         return None

@@ -28,17 +28,16 @@ from .processor import Processor
 from .registry import registry
 from .status import EXECUTING_STATUSES, RESUME_TARGETS, RunStatus
 
+#: A processor class, or its dotted path or unique class name.
+type ProcessorName = str | type[Processor]
+type JSONObject = dict[str, Any]
+
 
 class Runner:
     """Start, pause, resume, cancel, force and recover runs."""
 
     @staticmethod
-    def run(
-        processor: str | type[Processor],
-        config: dict[str, Any] | None = None,
-        *,
-        metadata: dict[str, Any] | None = None,
-    ) -> Run:
+    def run(processor: ProcessorName, config: JSONObject | None = None, *, metadata: JSONObject | None = None) -> Run:
         """Validate the config, create the task if needed and a run, and put it on the queue.
 
         Raise ValidationError for a bad config and RunAlreadyActive when the task already has
@@ -49,15 +48,14 @@ class Runner:
         jobs.enqueue(run)
         run.refresh_from_db()
         if run.status == RunStatus.ERRORED and run.error_class == error_class_name(EnqueueFailed()):
-            raise EnqueueFailed(f"Run {run.pk} of {run.task} could not be enqueued (it is errored): {run.error_message}")
+            raise EnqueueFailed(
+                f"Run {run.pk} of {run.task} could not be enqueued (it is errored): {run.error_message}"
+            )
         return run
 
     @staticmethod
     def create(
-        processor: str | type[Processor],
-        config: dict[str, Any] | None = None,
-        *,
-        metadata: dict[str, Any] | None = None,
+        processor: ProcessorName, config: JSONObject | None = None, *, metadata: JSONObject | None = None
     ) -> Run:
         """Validate, then save an enqueued run without putting it on the queue (the caller performs it)."""
         path = registry.path_of(processor)

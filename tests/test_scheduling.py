@@ -303,7 +303,7 @@ def test_the_scheduler_prunes_once_a_day(settings):
     assert scheduler_pass(T0).pruned == {"succeeded": 1, "cancelled": 0, "errored": 0}
     assert scheduler_pass(T0 + timedelta(hours=23)).pruned is None
     assert scheduler_pass(T0 + timedelta(hours=25)).pruned == {"succeeded": 0, "cancelled": 0, "errored": 0}
-    assert SchedulerState.get().last_pruned_at == T0 + timedelta(hours=25)
+    assert SchedulerState.objects.get().last_pruned_at == T0 + timedelta(hours=25)
 
 
 # -- the self-re-enqueuing scheduler job ----------------------------------------------------------

@@ -4,44 +4,43 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('maintenance_tasks', '0005_layers'),
+        ("maintenance_tasks", "0005_layers"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='JobChain',
+            name="JobChain",
             fields=[
-                ('name', models.CharField(max_length=64, primary_key=True, serialize=False)),
-                ('token', models.PositiveIntegerField(default=0)),
-                ('next_run_at', models.DateTimeField(blank=True, null=True)),
+                ("name", models.CharField(max_length=64, primary_key=True, serialize=False)),
+                ("token", models.PositiveIntegerField(default=0)),
+                ("next_run_at", models.DateTimeField(blank=True, null=True)),
             ],
             options={
-                'default_permissions': (),
+                "default_permissions": (),
             },
         ),
         migrations.RemoveField(
-            model_name='schedulerstate',
-            name='next_pass_at',
+            model_name="schedulerstate",
+            name="next_pass_at",
         ),
         migrations.RemoveField(
-            model_name='schedulerstate',
-            name='token',
+            model_name="schedulerstate",
+            name="token",
         ),
         migrations.AddField(
-            model_name='run',
-            name='job_id',
-            field=models.CharField(blank=True, max_length=255, verbose_name='job id'),
+            model_name="run",
+            name="job_id",
+            field=models.CharField(blank=True, max_length=255, verbose_name="job id"),
         ),
         migrations.AddField(
-            model_name='run',
-            name='recovered_cursor',
+            model_name="run",
+            name="recovered_cursor",
             field=models.TextField(blank=True, editable=False, null=True),
         ),
         migrations.AddField(
-            model_name='run',
-            name='recoveries',
-            field=models.PositiveIntegerField(default=0, verbose_name='recoveries without progress'),
+            model_name="run",
+            name="recoveries",
+            field=models.PositiveIntegerField(default=0, verbose_name="recoveries without progress"),
         ),
     ]

@@ -132,8 +132,3 @@ class SchedulerState(models.Model):
 
     def __str__(self) -> str:
         return f"scheduler (last pruned {self.last_pruned_at})"
-
-    @classmethod
-    def get(cls) -> SchedulerState:
-        state, _ = cls.objects.get_or_create(pk=1)
-        return state

@@ -45,13 +45,18 @@ class Runner:
         the job: the run is saved, errored, with the backend's message.
         """
         run = Runner.create(processor, config, metadata=metadata)
+        Runner._enqueue(run)
+        return run
+
+    @staticmethod
+    def _enqueue(run: Run) -> None:
+        """Put the run on the queue; raise EnqueueFailed if the backend refused it (the run is then errored)."""
         jobs.enqueue(run)
         run.refresh_from_db()
         if run.status == RunStatus.ERRORED and run.error_class == error_class_name(EnqueueFailed()):
             raise EnqueueFailed(
                 f"Run {run.pk} of {run.task} could not be enqueued (it is errored): {run.error_message}"
             )
-        return run
 
     @staticmethod
     def create(
@@ -98,7 +103,7 @@ class Runner:
         else:
             run.request("resume", targets, actor)
         if execute:
-            jobs.enqueue(run)
+            Runner._enqueue(run)
         return run
 
     @staticmethod

@@ -123,7 +123,9 @@ class Settings:
         user = self.value("RETENTION")
         retention = {**DEFAULTS["RETENTION"], **(user if isinstance(user, dict) else {})}
         return {
-            status: None if days is None else fit_seconds(days, (DEFAULTS["RETENTION"].get(status) or 30) * DAY, unit=DAY) / DAY
+            status: None
+            if days is None
+            else fit_seconds(days, (DEFAULTS["RETENTION"].get(status) or 30) * DAY, unit=DAY) / DAY
             for status, days in retention.items()
         }
 

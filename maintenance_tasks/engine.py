@@ -241,7 +241,9 @@ class Engine:
         whole = processor.defines_batch()
         if isinstance(source, NoCollection):
             if processor.takes_an_item():
-                raise InvalidProcessor("collection() returned None, so process() is called with no item, but it takes one.")
+                raise InvalidProcessor(
+                    "collection() returned None, so process() is called with no item, but it takes one."
+                )
             handle: Callable[[Any], None] = lambda item: processor.process()  # noqa: E731
         else:
             handle = processor.process_batch if whole else processor.process

@@ -10,7 +10,6 @@ from typing import Any, ClassVar, Literal, get_origin, get_type_hints
 
 from django.core.checks import CheckMessage, Error
 from django.core.exceptions import ValidationError
-
 from django.db import models
 
 from .conf import MAX_SECONDS, is_duration

@@ -123,7 +123,9 @@ def ordering_problem(collection: models.QuerySet[Any], columns: Any) -> str | No
     columns = tuple(("pk",) if columns is None else columns)
     query, pk = collection.query, collection.model._meta.pk.name
     ordering = tuple(pk if name == "pk" else name for name in query.order_by)
-    if query.standard_ordering and (not ordering or ordering in (columns, tuple(pk if c == "pk" else c for c in columns))):
+    if query.standard_ordering and (
+        not ordering or ordering in (columns, tuple(pk if c == "pk" else c for c in columns))
+    ):
         return None
     shown = tuple(map(str, query.order_by)) or ("reverse()",)
     return (

@@ -72,7 +72,9 @@ def test_sync_and_the_deploy_hook_skip_it_and_go_on(never_due, caplog):
 @pytest.mark.django_db
 def test_the_schedule_form_refuses_it_beside_the_field(admin_client):
     errors = form_errors(post(admin_client, cron="0 0 31 2 *"))
-    assert errors == {"cron": ["'0 0 31 2 *' never matches a date (e.g. the 31st of a month that has 30 days at most)."]}
+    assert errors == {
+        "cron": ["'0 0 31 2 *' never matches a date (e.g. the 31st of a month that has 30 days at most)."]
+    }
     assert not Schedule.objects.exists()
 
 

@@ -77,7 +77,9 @@ def test_settings_that_slipped_through_read_as_durations(settings):
 
 @pytest.mark.django_db
 @pytest.mark.parametrize("overdue_after", [float("inf"), float("nan"), 1e15])
-def test_pages_and_scheduler_passes_work_with_durations_that_slipped_through(endless, admin_client, settings, overdue_after):
+def test_pages_and_scheduler_passes_work_with_durations_that_slipped_through(
+    endless, admin_client, settings, overdue_after
+):
     settings.MAINTENANCE_TASKS = {"OVERDUE_AFTER": overdue_after, "STALE_AFTER": float("nan"),
                                   "SCHEDULER_INTERVAL": float("inf"), "RETENTION": {"succeeded": 1e300}}  # fmt: skip
     endless_run = RunFactory(running=True, task__processor=path_of(endless), task__config={})

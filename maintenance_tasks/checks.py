@@ -5,7 +5,7 @@ from typing import Any
 from django.core.checks import CheckMessage, Error, Tags, register
 from django.tasks.exceptions import InvalidTaskBackend
 
-from .conf import DEFAULTS, RENAMED, SECONDS, app_settings
+from .conf import DAY, DEFAULTS, MAX_SECONDS, RENAMED, SECONDS, app_settings, is_duration
 from .exceptions import InvalidRouting
 from .registry import registry
 from .status import COMPLETED_STATUSES
@@ -43,10 +43,11 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
         if key not in user:
             continue
         value = user[key]
-        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        if not is_duration(value):
             errors.append(
                 Error(
-                    f"MAINTENANCE_TASKS[{key!r}] must be a positive number of seconds, not {value!r}.",
+                    f"MAINTENANCE_TASKS[{key!r}] must be a positive number of seconds, "
+                    f"at most {MAX_SECONDS:.0f} (100 years), not {value!r}.",
                     id="maintenance_tasks.E003",
                 )
             )
@@ -118,11 +119,11 @@ def check_retention(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage
                     id="maintenance_tasks.E013",
                 )
             )
-        elif days is not None and (isinstance(days, bool) or not isinstance(days, int | float) or days <= 0):
+        elif days is not None and not is_duration(days, unit=DAY):
             errors.append(
                 Error(
-                    f"MAINTENANCE_TASKS['RETENTION'][{status!r}] must be a positive number of days or None "
-                    f"(keep forever), not {days!r}.",
+                    f"MAINTENANCE_TASKS['RETENTION'][{status!r}] must be a positive number of days, at most "
+                    f"{MAX_SECONDS / DAY:.0f} (100 years), or None (keep forever), not {days!r}.",
                     id="maintenance_tasks.E014",
                 )
             )

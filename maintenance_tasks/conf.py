@@ -1,5 +1,6 @@
 """The app's settings: one dict, ``settings.MAINTENANCE_TASKS``, read on every access."""
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -32,6 +33,7 @@ DEFAULTS: dict[str, Any] = {
 }
 
 #: The settings that are a positive number of seconds.
+DAY = 86400.0
 SECONDS = (
     "CHECKPOINT_INTERVAL",
     "STALE_AFTER",
@@ -41,6 +43,28 @@ SECONDS = (
     "SCHEDULER_INTERVAL",
     "OVERDUE_AFTER",
 )
+#: The longest duration a setting or ``expected_duration`` may give: 100 years. A date that far
+#: away is still a date; ``now + timedelta(seconds=1e15)`` (or ``inf``, or ``nan``) raises.
+MAX_SECONDS = 100 * 365 * 86400.0
+
+
+def is_duration(value: Any, *, unit: float = 1.0) -> bool:
+    """Return whether ``value`` is a positive number of ``unit`` seconds, finite and at most MAX_SECONDS."""
+    return not isinstance(value, bool) and isinstance(value, int | float) and 0 < value * unit <= MAX_SECONDS
+
+
+def fit_seconds(value: Any, default: float, *, unit: float = 1.0) -> float:
+    """Return ``value`` units as seconds a date can be moved by: at most MAX_SECONDS, ``default`` if not a number.
+
+    The checks refuse such values; this keeps a page or a scheduler pass working if one slips through.
+    """
+    try:
+        seconds = float(value) * unit
+    except (TypeError, ValueError, OverflowError):
+        return default
+    return default if math.isnan(seconds) else max(-MAX_SECONDS, min(seconds, MAX_SECONDS))
+
+
 #: Settings renamed before the first release: the old name is a system check error naming the new one.
 RENAMED = {"STUCK_RUN_AFTER": "OVERDUE_AFTER", "TICK_INTERVAL": "CHECKPOINT_INTERVAL"}
 
@@ -59,6 +83,16 @@ class Setting[T]:
         return None if self.optional and value is None else self.cast(value)  # type: ignore[return-value]  # None only when optional
 
 
+class Seconds(Setting[float]):
+    """A duration setting, in seconds a date can be moved by (see ``fit_seconds``)."""
+
+    def __init__(self) -> None:
+        super().__init__(float)
+
+    def __get__(self, settings: "Settings", owner: type | None = None) -> float:
+        return fit_seconds(settings.value(self.name), DEFAULTS[self.name])
+
+
 class Settings:
     """Typed view of ``settings.MAINTENANCE_TASKS``; nothing is cached, so override_settings works."""
 
@@ -73,21 +107,27 @@ class Settings:
             return user[name]
         return DEFAULTS[name]
 
-    CHECKPOINT_INTERVAL = Setting(float)
-    STALE_AFTER = Setting(float)
-    STUCK_AFTER = Setting(float)
-    SLICE_SECONDS = Setting(float)
-    LOG_INTERVAL = Setting(float)
+    CHECKPOINT_INTERVAL = Seconds()
+    STALE_AFTER = Seconds()
+    STUCK_AFTER = Seconds()
+    SLICE_SECONDS = Seconds()
+    LOG_INTERVAL = Seconds()
     MAX_CONCURRENT_RUNS = Setting(int, optional=True)
     MAX_RECOVERIES = Setting(int)
-    SCHEDULER_INTERVAL = Setting(float)
-    OVERDUE_AFTER = Setting(float)
+    SCHEDULER_INTERVAL = Seconds()
+    OVERDUE_AFTER = Seconds()
 
     @property
     def RETENTION(self) -> dict[str, float | None]:  # noqa: N802
         """Return the days each ended status is kept (None: forever), defaults filled in."""
         user = self.value("RETENTION")
-        return {**DEFAULTS["RETENTION"], **(user if isinstance(user, dict) else {})}
+        retention = {**DEFAULTS["RETENTION"], **(user if isinstance(user, dict) else {})}
+        return {
+            status: None
+            if days is None
+            else fit_seconds(days, (DEFAULTS["RETENTION"].get(status) or 30) * DAY, unit=DAY) / DAY
+            for status, days in retention.items()
+        }
 
 
 app_settings = Settings()

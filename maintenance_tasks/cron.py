@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from croniter import croniter
+from croniter import CroniterBadDateError, croniter
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 
@@ -19,6 +19,11 @@ def cron_error(expression: Any) -> str | None:
         return f"A cron expression has 5 fields (minute hour day-of-month month day-of-week), not {len(fields)}: {expression!r}."
     if not croniter.is_valid(expression):
         return f"{expression!r} is not a valid cron expression."
+    try:
+        # croniter gives up after years without a match: Feb 29 is found, Feb 31 never is.
+        croniter(expression, datetime(2000, 1, 1)).get_next(datetime)
+    except CroniterBadDateError:
+        return f"{expression!r} never matches a date (e.g. the 31st of a month that has 30 days at most)."
     return None
 
 

@@ -30,6 +30,7 @@ from .conf import app_settings
 from .exceptions import (
     BACKTRACE_LIMIT,
     ConcurrentChange,
+    InvalidProcessor,
     StaleAttempt,
     error_class_name,
     error_message,
@@ -233,10 +234,16 @@ class Engine:
         if run.tick_total is None:
             # The default count() would build the collection again: count the one we have.
             counted = source.count() if type(processor).count is Processor.count else processor.count()
+            if counted is not None and (isinstance(counted, bool) or not isinstance(counted, int) or counted < 0):
+                raise InvalidProcessor(f"count() returned {counted!r}: return a number of items, 0 or more, or None.")
             run.tick_total = counted
             self._write(tick_total=counted)
         whole = processor.defines_batch()
         if isinstance(source, NoCollection):
+            if processor.takes_an_item():
+                raise InvalidProcessor(
+                    "collection() returned None, so process() is called with no item, but it takes one."
+                )
             handle: Callable[[Any], None] = lambda item: processor.process()  # noqa: E731
         else:
             handle = processor.process_batch if whole else processor.process

@@ -98,3 +98,7 @@ class EnqueueFailed(MaintenanceTaskError):
 
 class TooManyRecoveries(MaintenanceTaskError):
     """The run was recovered MAX_RECOVERIES times in a row at the same cursor: it is errored."""
+
+
+class InvalidProcessor(MaintenanceTaskError):
+    """The processor's definition cannot be run as it is (an async ``process()``, a bad ``batch_size``, ...)."""

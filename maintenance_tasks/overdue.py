@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from .conf import app_settings
+from .conf import app_settings, fit_seconds
 from .models import Run
 from .registry import registry
 from .signals import run_overdue
@@ -25,9 +25,10 @@ def expected_duration(processor_path: str) -> timedelta:
     """Return how long a run of the processor may stay active before it is overdue."""
     processor = registry.processors().get(processor_path)
     value = getattr(processor, "expected_duration", None)
-    if value is None:
-        return timedelta(seconds=app_settings.OVERDUE_AFTER)
-    return value if isinstance(value, timedelta) else timedelta(seconds=value)
+    if isinstance(value, timedelta):
+        value = value.total_seconds()
+    # A value the checks refuse (inf, nan, 1e15) must not break the admin's pages nor the scheduler.
+    return timedelta(seconds=fit_seconds(value, app_settings.OVERDUE_AFTER))
 
 
 def overdue_for(run: Run, now: datetime | None = None) -> timedelta | None:

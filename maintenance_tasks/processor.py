@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import datetime
+import inspect
 import random
 from collections.abc import Iterable, Iterator
 from typing import Any, ClassVar, Literal, get_origin, get_type_hints
 
 from django.core.checks import CheckMessage, Error
 from django.core.exceptions import ValidationError
+from django.db import models
 
+from .conf import MAX_SECONDS, is_duration
 from .cron import cron_error
 from .exceptions import validation_error_text
 from .parameters import MISSING, Parameter, field_for, to_json
-from .sources import open_source
+from .sources import cursor_problem, open_source, ordering_problem
+
+#: The methods the engine calls and does not await.
+SYNC_METHODS = ("process", "process_batch", "collection", "count", "enumerate", "clean")
 
 #: The values ``run_on_deploy`` may take: never, until a run succeeds, on every deploy.
 RUN_ON_DEPLOY_MODES = (None, "once", "always")
@@ -140,6 +146,9 @@ class Processor:
         if errors:
             raise ValidationError(errors)
         processor = cls(**values)
+        size = processor.batch_size  # a parameter may set it
+        if "batch_size" in parameters and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+            raise ValidationError({"batch_size": ["Enter a whole number, 1 or more."]})
         processor.clean()
         return processor
 
@@ -203,11 +212,67 @@ class Processor:
         """Return the system check messages about this class, as ``Model.check()`` does for a model."""
         return [
             *cls._check_parameters(),
+            *(Error(f"{path_of(cls)}: {message}", obj=cls, id=id) for id, message in cls.definition_problems()),
+            *cls._check_collection(),
             *cls._check_retry(),
             *cls._check_schedule(),
             *cls._check_expected_duration(),
             *cls._check_run_on_deploy(),
         ]
+
+    @classmethod
+    def takes_an_item(cls) -> bool:
+        """Return whether ``process()`` needs a positional argument besides ``self``."""
+        try:
+            parameters = list(inspect.signature(cls.process).parameters.values())[1:]
+        except (TypeError, ValueError):
+            return False
+        positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        return any(p.kind in positional and p.default is inspect.Parameter.empty for p in parameters)
+
+    @classmethod
+    def definition_problems(cls) -> list[tuple[str, str]]:
+        """Return ``(check id, message)`` for what keeps this class from running whatever its config.
+
+        ``check()`` reports them, and ``Runner.create()`` refuses to start a run while there are any.
+        """
+        problems = []
+        for name in SYNC_METHODS:
+            if inspect.iscoroutinefunction(method := getattr(cls, name)) or inspect.isasyncgenfunction(method):
+                problems.append(
+                    ("maintenance_tasks.E030", f"{name}() is async: the engine calls it without awaiting it, so it "
+                     "would do nothing. Define it with def (call async code through asgiref's async_to_sync).")
+                )  # fmt: skip
+        size = cls.batch_size
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            problems.append(("maintenance_tasks.E034", f"batch_size must be a whole number, 1 or more, not {size!r}."))
+        if cls.collection is Processor.collection and not cls.defines_enumerate() and cls.takes_an_item():
+            problems.append(
+                ("maintenance_tasks.E033", "process() takes an item, but there is no collection() to give it one: "
+                 "define collection() returning the items, or process(self) without an item.")
+            )  # fmt: skip
+        return problems
+
+    @classmethod
+    def _check_collection(cls) -> list[CheckMessage]:
+        """Report cursor_columns that are not unique and NOT NULL (E031), or an ordering they would override (E032).
+
+        The collection is built with the default config; a processor that has none, or whose
+        collection() cannot be built here (it needs the database), is checked when a run opens it.
+        """
+        if cls.defines_enumerate():
+            return []
+        try:
+            collection = cls.from_config({}).collection()
+        except Exception:  # user code that cannot run at check time: checked when a run opens it
+            return []
+        if not isinstance(collection, models.QuerySet):
+            return []
+        if problem := cursor_problem(collection.model, cls.cursor_columns):
+            return [Error(f"{path_of(cls)}: {problem}", obj=cls, id="maintenance_tasks.E031")]
+        if problem := ordering_problem(collection, cls.cursor_columns):
+            return [Error(f"{path_of(cls)}: {problem}", obj=cls, id="maintenance_tasks.E032")]
+        return []
 
     @classmethod
     def _check_parameters(cls) -> list[CheckMessage]:
@@ -255,15 +320,16 @@ class Processor:
 
     @classmethod
     def _check_expected_duration(cls) -> list[CheckMessage]:
-        """Report an ``expected_duration`` that is not a positive duration (E012)."""
+        """Report an ``expected_duration`` that is not a positive duration of at most 100 years (E012)."""
         duration = cls.expected_duration
         if duration is None:
             return []
         seconds = duration.total_seconds() if isinstance(duration, datetime.timedelta) else duration
-        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds <= 0:
+        if not is_duration(seconds):
             return [
                 Error(
-                    f"{path_of(cls)}: expected_duration must be a positive timedelta or number of seconds, not {duration!r}.",
+                    f"{path_of(cls)}: expected_duration must be a positive timedelta or number of seconds, "
+                    f"at most {MAX_SECONDS:.0f} (100 years), not {duration!r}.",
                     obj=cls,
                     id="maintenance_tasks.E012",
                 )

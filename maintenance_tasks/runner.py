@@ -18,6 +18,7 @@ from .conf import app_settings
 from .exceptions import (
     ConcurrentChange,
     EnqueueFailed,
+    InvalidProcessor,
     InvalidTransition,
     RunAlreadyActive,
     RunNotResumable,
@@ -62,8 +63,13 @@ class Runner:
     def create(
         processor: ProcessorName, config: JSONObject | None = None, *, metadata: JSONObject | None = None
     ) -> Run:
-        """Validate, then save an enqueued run without putting it on the queue (the caller performs it)."""
+        """Validate, then save an enqueued run without putting it on the queue (the caller performs it).
+
+        Raise InvalidProcessor when the processor's class cannot run (its ``definition_problems()``).
+        """
         path = registry.path_of(processor)
+        if problems := registry.get(path).definition_problems():
+            raise InvalidProcessor(f"{path} cannot run: {' '.join(message for _, message in problems)}")
         jobs.slice_job(registry.get(path))  # a queue the backend refuses is an error now, not at commit
         canonical = registry.get(path).from_config(config).config
         metadata = metadata if metadata is not None else local_actor("python")

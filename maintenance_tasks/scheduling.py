@@ -61,8 +61,13 @@ def sync_code_schedules(now: datetime | None = None) -> SyncResult:
         if error := processor.schedule_problem():
             logger.error("%s: %s (not scheduled).", path, error)
             continue
-        wanted.add(path)
         expression = " ".join(processor.schedule.split())
+        try:
+            first = next_cron(expression, now)
+        except ValueError as error:  # a deploy goes on without this schedule rather than stop
+            logger.error("%s: schedule %r: %s (not scheduled).", path, expression, error)
+            continue
+        wanted.add(path)
         task = Task.objects.for_config(path, processor.default_config())
         schedule, created = Schedule.objects.get_or_create(
             code_processor=path,
@@ -70,14 +75,14 @@ def sync_code_schedules(now: datetime | None = None) -> SyncResult:
                 "task": task,
                 "cron": expression,
                 "source": ScheduleSource.CODE,
-                "next_run_at": next_cron(expression, now),
+                "next_run_at": first,
             },
         )
         if created:
             result.created.append(path)
         elif schedule.cron != expression or schedule.task_id != task.pk:
             Schedule.objects.filter(pk=schedule.pk).update(
-                task=task, cron=expression, next_run_at=next_cron(expression, now), updated_at=now
+                task=task, cron=expression, next_run_at=first, updated_at=now
             )
             result.updated.append(path)
     gone = Schedule.objects.filter(source=ScheduleSource.CODE).exclude(code_processor__in=wanted)

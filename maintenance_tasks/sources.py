@@ -17,8 +17,11 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, ClassVar, Protocol
 
+from django.core.exceptions import FieldDoesNotExist
 from django.db import models
 from django.db.models import Q
+
+from .exceptions import InvalidProcessor
 
 
 class ProcessorLike(Protocol):
@@ -76,6 +79,61 @@ def _keyset_q(columns: tuple[str, ...], values: list[Any], before_last: str, las
     return q
 
 
+def _cursor_fields(model: type[models.Model], columns: tuple[str, ...]) -> list[Any] | str:
+    """Return the fields the cursor columns name, or why they cannot order a walk."""
+    if not isinstance(columns, tuple | list) or not columns or not all(isinstance(c, str) for c in columns):
+        return f"cursor_columns must be a tuple of field names, not {columns!r}."
+    fields = []
+    for column in columns:
+        try:
+            field = model._meta.pk if column == "pk" else model._meta.get_field(column)
+        except FieldDoesNotExist:
+            return f"cursor_columns: {model.__name__} has no field {column!r} (a descending order is not supported)."
+        if not getattr(field, "concrete", False):
+            return f"cursor_columns: {model.__name__}.{column} is not a column."
+        fields.append(field)
+    return fields
+
+
+def cursor_problem(model: type[models.Model], columns: Any) -> str | None:
+    """Return why ``columns`` (None: the primary key) cannot be a keyset cursor over ``model``, or None.
+
+    Keyset pagination skips rows unless the columns are NOT NULL and unique together: a unique
+    field among them, or a ``unique_together`` or unconditional ``UniqueConstraint`` within them.
+    """
+    columns = ("pk",) if columns is None else columns
+    fields = _cursor_fields(model, columns)
+    if isinstance(fields, str):
+        return fields
+    if nullable := [column for column, field in zip(columns, fields, strict=True) if field.null]:
+        return f"cursor_columns {tuple(columns)!r}: {', '.join(nullable)} may be NULL, and rows with NULL would be skipped."
+    meta = model._meta
+    groups = [{meta.get_field(name) for name in group} for group in meta.unique_together]
+    groups += [{meta.get_field(name) for name in c.fields} for c in meta.total_unique_constraints]
+    if not any(field.unique for field in fields) and not any(group <= set(fields) for group in groups):
+        return (
+            f"cursor_columns {tuple(columns)!r} are not unique together on {model.__name__}, so rows sharing a "
+            "key would be skipped: add a unique constraint over them, or a unique field such as 'pk'."
+        )
+    return None
+
+
+def ordering_problem(collection: models.QuerySet[Any], columns: Any) -> str | None:
+    """Return why the collection's own ordering differs from the cursor order it is walked in, or None."""
+    columns = tuple(("pk",) if columns is None else columns)
+    query, pk = collection.query, collection.model._meta.pk.name
+    ordering = tuple(pk if name == "pk" else name for name in query.order_by)
+    if query.standard_ordering and (
+        not ordering or ordering in (columns, tuple(pk if c == "pk" else c for c in columns))
+    ):
+        return None
+    shown = tuple(map(str, query.order_by)) or ("reverse()",)
+    return (
+        f"collection() is ordered by {shown!r}, but it is walked in cursor order {columns!r} (ascending): "
+        "remove its order_by(), or set cursor_columns to the unique columns to walk it by."
+    )
+
+
 class Source:
     """A processor's items, walked in batches from a cursor."""
 
@@ -110,6 +168,9 @@ class QuerySetSource(Source):
 
     def __init__(self, processor: ProcessorLike, collection: models.QuerySet[Any]) -> None:
         super().__init__(processor, collection)
+        columns = processor.cursor_columns
+        if problem := cursor_problem(collection.model, columns) or ordering_problem(collection, columns):
+            raise InvalidProcessor(f"{type(processor).__name__}: {problem}")
         meta = collection.model._meta
         self.columns = tuple(processor.cursor_columns or ("pk",))
         self.attnames = tuple(

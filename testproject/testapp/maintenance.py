@@ -350,3 +350,56 @@ class BenchUpdate(Processor):
 
     def process_batch(self, items):
         items.update(counter=F("counter") + 1)
+
+
+# -- Bad input: processor definitions that pass the checks, refused when a run opens them ------
+
+
+class NegativeCount(Processor):
+    """count() returns a negative number: the run errors, saying so."""
+
+    def collection(self):
+        return ["a", "b", "c"]
+
+    def count(self):
+        return -3
+
+    def process(self, item):
+        Seen.objects.create(value=item)
+
+
+class ItemsByValue(Processor):
+    """Walk items by ``value``, not unique: the checks cannot build the collection (``start`` has no default)."""
+
+    start: int
+    cursor_columns = ("value",)
+
+    def collection(self):
+        return Item.objects.filter(pk__gte=self.start)
+
+    def process(self, item):
+        Item.objects.filter(pk=item.pk).update(times_processed=F("times_processed") + 1)
+
+
+class ItemsNewestFirst(Processor):
+    """A collection ordered newest first, which the cursor order would override."""
+
+    start: int
+
+    def collection(self):
+        return Item.objects.filter(pk__gte=self.start).order_by("-pk")
+
+    def process(self, item):
+        Item.objects.filter(pk=item.pk).update(times_processed=F("times_processed") + 1)
+
+
+class MaybeNoCollection(Processor):
+    """process() takes an item, but collection() returns None when ``skip`` is set."""
+
+    skip: bool = False
+
+    def collection(self):
+        return None if self.skip else ["only"]
+
+    def process(self, item):
+        Seen.objects.create(value=item)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import random
+import sys
 from collections.abc import Iterable, Iterator
 from typing import Any, ClassVar, Literal, get_origin, get_type_hints
 
@@ -11,8 +12,8 @@ from django.core.checks import CheckMessage, Error
 from django.core.exceptions import ValidationError
 
 from .cron import cron_error
-from .exceptions import validation_error_text
-from .parameters import MISSING, Parameter, field_for, to_json
+from .exceptions import InvalidParameters, validation_error_text
+from .parameters import MISSING, Parameter, field_for, to_json, validate_json
 from .sources import open_source
 
 #: The values ``run_on_deploy`` may take: never, until a run succeeds, on every deploy.
@@ -99,19 +100,43 @@ class Processor:
         """Return the typed parameters declared on this class and its bases."""
         if "_parameters" not in cls.__dict__:
             parameters = {}
-            for name, annotation in get_type_hints(cls).items():
+            for name, annotation in cls._type_hints().items():
                 if name.startswith("_") or get_origin(annotation) is ClassVar:
                     continue
                 default = getattr(cls, name, MISSING)
                 try:
                     field = field_for(annotation, required=default is MISSING)
                 except TypeError as error:
-                    raise TypeError(f"parameter {name!r}: {error}") from None
+                    raise InvalidParameters(f"parameter {name!r}: {error}") from None
                 if default is not MISSING:
                     field.initial = default
                 parameters[name] = Parameter(name, annotation, default, field)
             cls._parameters = parameters
         return cls._parameters
+
+    @classmethod
+    def _type_hints(cls) -> dict[str, Any]:
+        """Return the resolved annotations; raise InvalidParameters naming one that does not resolve."""
+        try:
+            return get_type_hints(cls)
+        except Exception as error:  # NameError, SyntaxError, TypeError: whatever an annotation raises
+            raise InvalidParameters(cls._unresolved(error)) from None
+
+    @classmethod
+    def _unresolved(cls, error: Exception) -> str:
+        """Return which annotation does not resolve, tried one by one, and why."""
+        for klass in cls.__mro__:
+            module = sys.modules.get(klass.__module__)
+            for name, annotation in klass.__dict__.get("__annotations__", {}).items():
+
+                def probe() -> None: ...
+
+                probe.__annotations__ = {name: annotation}
+                try:
+                    get_type_hints(probe, vars(module) if module else {}, dict(vars(klass)))
+                except Exception as own:  # the same errors as above, for this annotation alone
+                    return f"parameter {name!r}: the annotation {annotation!r} does not resolve ({type(own).__name__}: {own})."
+        return f"the annotations do not resolve ({type(error).__name__}: {error})."
 
     @classmethod
     def from_config(cls, config: Any = None) -> Processor:
@@ -122,9 +147,9 @@ class Processor:
             raise ValidationError(f"The config must be a JSON object, not {type(config).__name__}.", code="invalid")
         parameters = cls.parameters()
         errors: dict[str, list[str]] = {}
-        for name in sorted(set(config) - set(parameters)):
+        for name in sorted(set(config) - set(parameters), key=str):
             known = ", ".join(parameters) or "none"
-            errors[name] = [f"Unknown parameter (known: {known})."]
+            errors[str(name)] = [f"Unknown parameter (known: {known})."]
         values = {}
         for name, parameter in parameters.items():
             if name not in config:
@@ -133,14 +158,28 @@ class Processor:
                 else:
                     values[name] = parameter.default
                 continue
+            if config[name] is None:  # null: None for an optional parameter, else no value at all
+                if parameter.optional:
+                    values[name] = None
+                else:
+                    errors[name] = ["This parameter is required: only a parameter annotated X | None may be null."]
+                continue
             try:
+                validate_json(config[name])  # what Python gives: no object(), no NaN, before any str()
                 values[name] = parameter.field.clean(to_json(config[name]))
             except ValidationError as error:
                 errors[name] = error.messages
         if errors:
             raise ValidationError(errors)
         processor = cls(**values)
-        processor.clean()
+        try:
+            processor.clean()
+        except ValidationError:
+            raise
+        except Exception as error:  # the author's code: its failure is a refusal of this config
+            raise ValidationError(
+                f"{path_of(cls)}.clean() failed: {type(error).__name__}: {error}", code="invalid"
+            ) from error
         return processor
 
     @classmethod

@@ -150,6 +150,8 @@ class ProcessorPage:
         """Return the number of items to process with the posted config (else the defaults), or why not."""
         if self.processor is None:
             return None, ""
+        if self.problem:
+            return None, _("Not counted: the parameters cannot be used (see above).")
         config = self.count_config if self.count_config is not None else optional_defaults(self.processor)
         return item_count(self.processor, config)
 

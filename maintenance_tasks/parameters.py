@@ -81,11 +81,13 @@ class StrictBooleanField(forms.BooleanField):
     """A boolean that refuses anything but a clear yes or no (``"banana"`` is not ``True``)."""
 
     TRUE = frozenset({"true", "1", "yes", "on"})
-    FALSE = frozenset({"false", "0", "no", "off", ""})
+    FALSE = frozenset({"false", "0", "no", "off"})
 
-    def to_python(self, value: Any) -> bool:
-        if value is None or isinstance(value, bool):
-            return bool(value)
+    def to_python(self, value: Any) -> bool | None:
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None  # no value (an unchecked checkbox is False: its widget says so)
+        if isinstance(value, bool):
+            return value
         if isinstance(value, int) and value in (0, 1):
             return bool(value)
         if isinstance(value, str) and value.strip().lower() in self.TRUE | self.FALSE:
@@ -93,7 +95,9 @@ class StrictBooleanField(forms.BooleanField):
         raise ValidationError("Enter true or false.", code="invalid")
 
     def validate(self, value: Any) -> None:
-        """Accept ``False``: a parameter that is false is still given."""
+        """Accept ``False``: a parameter that is false is still given; refuse no value unless optional."""
+        if value is None and self.required:
+            raise ValidationError(self.error_messages["required"], code="required")
 
 
 class StrictNumberMixin:
@@ -260,7 +264,7 @@ def _field_for(annotation: Any, *, required: bool, optional: bool) -> forms.Fiel
     # Empty is no value: refused unless the parameter is optional.
     options: dict[str, Any] = {"required": not optional}
     if annotation is bool:
-        return StrictBooleanField(required=False)
+        return StrictBooleanField(**options)
     if annotation is str:
         return forms.CharField(strip=False, required=required and not optional)
     if annotation is int:

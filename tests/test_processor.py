@@ -187,10 +187,10 @@ def test_values_no_database_stores_are_refused_naming_the_parameter(given, field
 
 
 @pytest.mark.parametrize("empty", [None, ""])
-@pytest.mark.parametrize("name", ["n", "payload", "names"])
+@pytest.mark.parametrize("name", ["n", "payload", "names", "flag"])
 def test_a_parameter_that_is_not_optional_is_never_none(name, empty):
     config = {**STRICT, name: empty}
-    if empty == "" and name != "n":  # empty text is an empty list or object: a value
+    if empty == "" and name in ("payload", "names"):  # empty text is an empty list or object: a value
         assert StrictInput.from_config(config).config[name] in ([], {})
         return
     found = errors(config, StrictInput)
@@ -199,8 +199,11 @@ def test_a_parameter_that_is_not_optional_is_never_none(name, empty):
 
 
 def test_only_an_optional_parameter_may_be_null():
-    processor = StrictInput.from_config({**STRICT, "limit": None, "n": 3})
-    assert (processor.limit, processor.n) == (None, 3)
+    processor = StrictInput.from_config({**STRICT, "limit": None, "n": 3, "maybe": None})
+    assert (processor.limit, processor.n, processor.maybe) == (None, 3, None)
+    assert StrictInput.from_config({**STRICT, "maybe": ""}).maybe is None
+    config = StrictInput.from_config({**STRICT, "maybe": "no", "flag": "off"}).config
+    assert (config["maybe"], config["flag"]) == (False, False)
     assert StrictInput.from_config({**STRICT, "limit": ""}).limit is None
 
 

@@ -364,6 +364,8 @@ class StrictInput(Processor):
     limit: int | None = None
     label: str = ""
     api_token: str = ""
+    flag: bool = False
+    maybe: bool | None = None
 
     def process(self):
         Seen.objects.create(value=f"strict:{self.n}:{len(self.payload)}:{len(self.names)}:{self.limit}")

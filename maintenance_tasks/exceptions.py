@@ -50,6 +50,10 @@ class UnknownProcessor(MaintenanceTaskError):
     """The name does not resolve to a discovered processor."""
 
 
+class InvalidParameters(MaintenanceTaskError, TypeError):
+    """A processor's parameters cannot be used: an annotation that does not resolve, or an unsupported type."""
+
+
 class InvalidTransition(MaintenanceTaskError):
     """The state machine does not allow this change of status."""
 

@@ -6,7 +6,7 @@ import datetime
 import inspect
 import random
 from collections.abc import Iterable, Iterator
-from typing import Any, ClassVar, Literal, get_origin, get_type_hints
+from typing import Any, ClassVar, Literal, get_origin
 
 from django.core.checks import CheckMessage, Error
 from django.core.exceptions import ValidationError
@@ -14,8 +14,8 @@ from django.db import models
 
 from .conf import MAX_SECONDS, is_duration
 from .cron import cron_error
-from .exceptions import validation_error_text
-from .parameters import MISSING, Parameter, field_for, to_json
+from .exceptions import InvalidParameters, validation_error_text
+from .parameters import MISSING, Parameter, annotations_of, field_for, to_json, validate_json
 from .sources import cursor_problem, open_source, ordering_problem
 
 #: The methods the engine calls and does not await.
@@ -105,14 +105,14 @@ class Processor:
         """Return the typed parameters declared on this class and its bases."""
         if "_parameters" not in cls.__dict__:
             parameters = {}
-            for name, annotation in get_type_hints(cls).items():
+            for name, annotation in annotations_of(cls).items():
                 if name.startswith("_") or get_origin(annotation) is ClassVar:
                     continue
                 default = getattr(cls, name, MISSING)
                 try:
                     field = field_for(annotation, required=default is MISSING)
                 except TypeError as error:
-                    raise TypeError(f"parameter {name!r}: {error}") from None
+                    raise InvalidParameters(f"parameter {name!r}: {error}") from None
                 if default is not MISSING:
                     field.initial = default
                 parameters[name] = Parameter(name, annotation, default, field)
@@ -128,9 +128,9 @@ class Processor:
             raise ValidationError(f"The config must be a JSON object, not {type(config).__name__}.", code="invalid")
         parameters = cls.parameters()
         errors: dict[str, list[str]] = {}
-        for name in sorted(set(config) - set(parameters)):
+        for name in sorted(set(config) - set(parameters), key=str):
             known = ", ".join(parameters) or "none"
-            errors[name] = [f"Unknown parameter (known: {known})."]
+            errors[str(name)] = [f"Unknown parameter (known: {known})."]
         values = {}
         for name, parameter in parameters.items():
             if name not in config:
@@ -139,7 +139,14 @@ class Processor:
                 else:
                     values[name] = parameter.default
                 continue
+            if config[name] is None:  # null: None for an optional parameter, else no value at all
+                if parameter.optional:
+                    values[name] = None
+                else:
+                    errors[name] = ["This parameter is required: only a parameter annotated X | None may be null."]
+                continue
             try:
+                validate_json(config[name])  # what Python gives: no object(), no NaN, before any str()
                 values[name] = parameter.field.clean(to_json(config[name]))
             except ValidationError as error:
                 errors[name] = error.messages
@@ -149,7 +156,14 @@ class Processor:
         size = processor.batch_size  # a parameter may set it
         if "batch_size" in parameters and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
             raise ValidationError({"batch_size": ["Enter a whole number, 1 or more."]})
-        processor.clean()
+        try:
+            processor.clean()
+        except ValidationError:
+            raise
+        except Exception as error:  # the author's code: its failure is a refusal of this config
+            raise ValidationError(
+                f"{path_of(cls)}.clean() failed: {type(error).__name__}: {error}", code="invalid"
+            ) from error
         return processor
 
     @classmethod

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from django.core.exceptions import ValidationError
 from django.db import IntegrityError, InterfaceError, OperationalError, connections, transaction
 from django.utils import timezone
 
@@ -25,6 +26,7 @@ from .exceptions import (
     error_class_name,
 )
 from .models import Run, RunEvent, Task
+from .parameters import json_problem
 from .processor import Processor
 from .registry import registry
 from .status import EXECUTING_STATUSES, RESUME_TARGETS, RunStatus
@@ -73,6 +75,7 @@ class Runner:
         jobs.slice_job(registry.get(path))  # a queue the backend refuses is an error now, not at commit
         canonical = registry.get(path).from_config(config).config
         metadata = metadata if metadata is not None else local_actor("python")
+        Runner.validate_metadata(metadata)
         with transaction.atomic():
             task = Task.objects.for_config(path, canonical)
             try:
@@ -80,9 +83,21 @@ class Runner:
                     run = Run.objects.create(task=task, metadata=metadata)
             except IntegrityError:
                 active = task.runs.active().values_list("pk", flat=True).first()
+                if active is None:  # not the one-active-run constraint: a real error
+                    raise
                 raise RunAlreadyActive(task, active) from None
             RunEvent.objects.log(run, "created", "", RunStatus.ENQUEUED, metadata)
         return run
+
+    @staticmethod
+    def validate_metadata(metadata: Any) -> None:
+        """Refuse metadata that is not a JSON object every database stores (raise ValidationError)."""
+        if not isinstance(metadata, dict):
+            raise ValidationError(
+                f"metadata must be a JSON object (a dict), not {type(metadata).__name__}.", code="invalid"
+            )
+        if problem := json_problem(metadata):
+            raise ValidationError(f"metadata {problem}.", code="invalid")
 
     @staticmethod
     def resume(run: Run, *, actor: dict[str, Any] | None = None, force: bool = False, execute: bool = True) -> Run:

@@ -713,3 +713,62 @@ def test_pages_and_actions_stay_on_another_admin_site(admin_client):
     Schedule.objects.create(task=run.task, cron="0 3 * * *", last_run=run, next_run_at=timezone.now())
     assert f'href="{OPS}/run/{run.pk}/change/"' in ops_page(admin_client, f"{OPS}/schedule/")
     assert admin_client.get(f"{OPS}/run/{run.pk}/progress/").json()["id"] == run.pk
+
+
+# -- bad input refused up front ---------------------------------------------------------------
+
+STRICT = f"{APP}.StrictInput"
+STRICT_POST = {"param-payload": "{}", "param-names": "", "param-n": "0", "_start": "Start"}
+
+
+@pytest.mark.parametrize(
+    ("post", "field", "message"),
+    [
+        ({"param-n": ""}, "n", "This field is required."),
+        ({"param-payload": '{"x": NaN}'}, "payload", "holds nan, which is not a JSON number"),
+        ({"param-payload": '{"x": "a\\u0000"}'}, "payload", "NUL character"),
+        ({"param-payload": '{"x": "\\udcff"}'}, "payload", "lone surrogate"),
+        ({"param-payload": "[" * 5000}, "payload", "nested too deep"),
+        ({"param-names": '["\\udcff"]'}, "names", "lone surrogate"),
+    ],
+)
+def test_start_refuses_values_no_database_stores_beside_the_field(operator, client, post, field, message):
+    response = client.post(processor_url(STRICT), {**STRICT_POST, **post})
+    assert response.status_code == 400
+    assert message in " ".join(response.context["page"].form.errors[field])
+    assert not Run.objects.exists()
+
+
+def test_start_takes_an_empty_dict_and_list(operator, client):
+    response = client.post(processor_url(STRICT), STRICT_POST)
+    assert response.status_code == 302
+    assert Run.objects.get().task.config["payload"] == {} and Run.objects.get().task.config["names"] == []
+
+
+def test_start_reports_a_clean_that_raises_another_error(operator, client):
+    response = client.post(processor_url(f"{APP}.CleanFails"), {"_start": "Start"})
+    assert response.status_code == 400
+    assert response.context["page"].form.non_field_errors() == [
+        "testproject.testapp.maintenance.CleanFails.clean() failed: KeyError: 'missing'"
+    ]
+    assert not Run.objects.exists()
+
+
+class Unresolved(Processor):
+    """A parameter annotated with a name that does not resolve."""
+
+    x: "UndefinedName" = 1  # noqa: F821
+
+
+def test_a_processor_whose_annotation_does_not_resolve_shows_why_and_cannot_start(operator, client, monkeypatch):
+    path = path_of(Unresolved)
+    monkeypatch.setattr(registry, "_processors", {**registry.processors(), path: Unresolved})
+    response = client.get(processor_url(path))
+    assert response.status_code == 200
+    assert "the annotation &#x27;UndefinedName&#x27; does not resolve" in response.content.decode()
+    assert 'name="_start"' not in response.content.decode()
+    response = client.post(processor_url(path), {"_start": "Start"})
+    assert response.status_code == 400
+    assert any("does not resolve" in message for message in messages_of(response))
+    assert client.get(INDEX).status_code == 200
+    assert not Run.objects.exists()

@@ -61,6 +61,8 @@ def test_add_a_one_off_schedule(admin_client):
         ({"cron": "0 3 * * *", "config": '{"delay": "slow"}'}, "config", "delay: Enter a number."),
         ({"cron": "0 3 * * *", "config": '{"speed": 1}'}, "config", "speed: Unknown parameter"),
         ({"cron": "0 3 * * *", "config": "{nope"}, "config", "Enter a valid JSON"),
+        ({"cron": "0 3 * * *", "config": "[" * 5000}, "config", "Enter a valid JSON: nested too deep."),
+        ({"cron": "0 3 * * *", "config": '{"delay": NaN}'}, "config", "delay: The value holds nan"),
         ({"cron": "0 3 * * *", "processor": "os.system"}, "processor", "Select a valid choice"),
     ],
 )

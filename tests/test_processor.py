@@ -1,11 +1,13 @@
 import datetime
+import json
 from decimal import Decimal
 
 import pytest
 from django.core.exceptions import ValidationError
 
 from maintenance_tasks import Processor
-from testproject.testapp.maintenance import Color, EveryType
+from maintenance_tasks.exceptions import MaintenanceTaskError
+from testproject.testapp.maintenance import CleanFails, Color, EveryType, StrictInput
 
 
 def errors(config, processor=EveryType):
@@ -141,3 +143,93 @@ def test_check_reports_each_problem_of_the_class_with_its_id():
     ]
     assert Bad.schedule_problem().startswith("schedule: A cron expression has 5 fields")
     assert EveryType.check() == [] and EveryType.schedule_problem() is None
+
+
+# -- bad input refused up front ------------------------------------------------------------
+
+STRICT = {"payload": {}, "names": []}
+
+
+def deep(levels):
+    return "[" * levels + "]" * levels
+
+
+@pytest.mark.parametrize(
+    ("given", "field", "message"),
+    [
+        ({"payload": {"x": float("nan")}}, "payload", "holds nan, which is not a JSON number"),
+        ({"payload": {"x": [float("inf")]}}, "payload", "holds inf, which is not a JSON number"),
+        ({"payload": '{"x": NaN}'}, "payload", "holds nan"),
+        ({"payload": '{"x": -Infinity}'}, "payload", "holds -inf"),
+        ({"payload": '{"x": ' + deep(5000) + "}"}, "payload", "nested too deep"),
+        ({"payload": {"x": json.loads(deep(500))}}, "payload", "nested more than 100 levels deep"),
+        ({"payload": {"x": "a\x00b"}}, "payload", "NUL character"),
+        ({"payload": {"a\x00": 1}}, "payload", "has a key that holds a NUL character"),
+        ({"payload": {"x": "\udcff"}}, "payload", "lone surrogate"),
+        ({"payload": {"x": object()}}, "payload", "holds a object, which is not a JSON value"),
+        ({"payload": {1: 2}}, "payload", "JSON object keys are strings"),
+        ({"payload": object()}, "payload", "holds a object"),
+        ({"payload": "[1]"}, "payload", "Enter a JSON object."),
+        ({"names": ["a", "b\x00"]}, "names", "NUL character"),
+        ({"names": '["a", "b\\u0000"]'}, "names", "Item 2: Null characters are not allowed."),
+        ({"names": ["\ud800"]}, "names", "lone surrogate"),
+        ({"names": deep(5000)}, "names", "nested too deep"),
+        ({"label": "a\x00b"}, "label", "NUL character"),
+        ({"label": "caf\udce9"}, "label", "lone surrogate"),
+        ({"label": object()}, "label", "holds a object, which is not a JSON value"),
+        ({"n": float("nan")}, "n", "holds nan"),
+    ],
+)
+def test_values_no_database_stores_are_refused_naming_the_parameter(given, field, message):
+    found = errors({**STRICT, **given}, StrictInput)
+    assert list(found) == [field]
+    assert message in " ".join(found[field])
+
+
+@pytest.mark.parametrize("empty", [None, ""])
+@pytest.mark.parametrize("name", ["n", "payload", "names", "flag"])
+def test_a_parameter_that_is_not_optional_is_never_none(name, empty):
+    config = {**STRICT, name: empty}
+    if empty == "" and name in ("payload", "names"):  # empty text is an empty list or object: a value
+        assert StrictInput.from_config(config).config[name] in ([], {})
+        return
+    found = errors(config, StrictInput)
+    assert list(found) == [name]
+    assert "This parameter is required" in found[name][0] or found[name] == ["This field is required."]
+
+
+def test_only_an_optional_parameter_may_be_null():
+    processor = StrictInput.from_config({**STRICT, "limit": None, "n": 3, "maybe": None})
+    assert (processor.limit, processor.n, processor.maybe) == (None, 3, None)
+    assert StrictInput.from_config({**STRICT, "maybe": ""}).maybe is None
+    config = StrictInput.from_config({**STRICT, "maybe": "no", "flag": "off"}).config
+    assert (config["maybe"], config["flag"]) == (False, False)
+    assert StrictInput.from_config({**STRICT, "limit": ""}).limit is None
+
+
+def test_an_empty_dict_or_list_is_a_value():
+    processor = StrictInput.from_config({"payload": {}, "names": []})
+    assert (processor.payload, processor.names) == ({}, [])
+    assert StrictInput.from_config({"payload": "{}", "names": "[]"}).config["payload"] == {}
+    assert set(errors({}, StrictInput)) == {"payload", "names"}  # missing is still missing
+
+
+def test_clean_raising_another_error_is_a_validation_error_naming_the_processor():
+    with pytest.raises(ValidationError) as error:
+        CleanFails.from_config({})
+    assert error.value.messages == [
+        "testproject.testapp.maintenance.CleanFails.clean() failed: KeyError: 'missing'"
+    ]
+
+
+def test_an_annotation_that_does_not_resolve_is_reported_as_e004():
+    class Unresolved(Processor):
+        fine: int = 1
+        x: "UndefinedName" = 1  # noqa: F821
+
+    with pytest.raises(TypeError, match=r"parameter 'x': the annotation 'UndefinedName' does not resolve") as error:
+        Unresolved.parameters()
+    assert isinstance(error.value, MaintenanceTaskError)  # the CLI and the admin report it in one line
+    messages = Unresolved.check()
+    assert [message.id for message in messages] == ["maintenance_tasks.E004"]
+    assert "Unresolved: parameter 'x'" in messages[0].msg and "NameError" in messages[0].msg

@@ -1,5 +1,6 @@
 import pytest
 from django.core.exceptions import ValidationError
+from django.db import IntegrityError
 
 from maintenance_tasks import Runner
 from maintenance_tasks.exceptions import RunAlreadyActive, UnknownProcessor
@@ -73,3 +74,29 @@ def test_second_active_run_is_refused():
         Runner.create("testproject.testapp.maintenance.RecordOnce")
     assert Run.objects.count() == 1
     assert RunEvent.objects.count() == 1
+
+
+@pytest.mark.parametrize(
+    ("metadata", "message"),
+    [
+        (["not", "an", "object"], "metadata must be a JSON object (a dict), not list."),
+        ("text", "metadata must be a JSON object (a dict), not str."),
+        ({"ratio": float("nan")}, "metadata holds nan, which is not a JSON number."),
+        ({"who": "a\x00b"}, "metadata holds a NUL character"),
+        ({"who": object()}, "metadata holds a object, which is not a JSON value."),
+    ],
+)
+def test_bad_metadata_is_a_validation_error_and_saves_nothing(metadata, message):
+    with pytest.raises(ValidationError) as error:
+        Runner.run("testproject.testapp.maintenance.RecordOnce", metadata=metadata)
+    assert message in error.value.messages[0]
+    assert not Task.objects.exists() and not Run.objects.exists() and not RunEvent.objects.exists()
+
+
+def test_only_the_active_run_constraint_is_taken_for_an_active_run(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise IntegrityError("NOT NULL constraint failed: something else")
+
+    monkeypatch.setattr(Run.objects, "create", refuse)
+    with pytest.raises(IntegrityError, match="something else"):
+        Runner.create("testproject.testapp.maintenance.RecordOnce")

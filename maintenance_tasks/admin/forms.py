@@ -11,7 +11,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
-from maintenance_tasks.exceptions import UnknownProcessor, validation_error_text
+from maintenance_tasks.exceptions import InvalidParameters, UnknownProcessor, validation_error_text
 from maintenance_tasks.models import Schedule, ScheduleSource, Task
 from maintenance_tasks.parameters import to_json
 from maintenance_tasks.processor import Processor
@@ -58,11 +58,27 @@ def optional_defaults(processor: type[Processor]) -> dict[str, Any]:
     }
 
 
+class ConfigField(forms.JSONField):
+    """Django's JSONField, refusing JSON nested too deep to parse instead of raising RecursionError."""
+
+    def to_python(self, value: Any) -> Any:
+        try:
+            return super().to_python(value)
+        except RecursionError:
+            raise ValidationError(_("Enter a valid JSON: nested too deep."), code="invalid") from None
+
+    def bound_data(self, data: Any, initial: Any) -> Any:
+        try:
+            return super().bound_data(data, initial)
+        except RecursionError:
+            return forms.fields.InvalidJSONInput(data)
+
+
 class ScheduleForm(forms.ModelForm):
     """A schedule with its task: a discovered processor and a config validated by its parameters."""
 
     processor = forms.ChoiceField(label=gettext_lazy("Processor"))
-    config = forms.JSONField(
+    config = ConfigField(
         label=gettext_lazy("Config"),
         required=False,
         initial=dict,
@@ -94,7 +110,7 @@ class ScheduleForm(forms.ModelForm):
         if path and "config" not in self.errors:
             try:
                 self.canonical_config = registry.get(path).from_config({} if config is None else config).config
-            except UnknownProcessor as error:
+            except (UnknownProcessor, InvalidParameters) as error:
                 self.add_error("processor", str(error))
             except ValidationError as error:
                 self.add_error("config", validation_error_text(error))

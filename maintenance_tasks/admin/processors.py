@@ -18,7 +18,7 @@ from django.urls import path
 from django.utils.translation import gettext as _
 
 from maintenance_tasks.actors import admin_actor
-from maintenance_tasks.exceptions import MaintenanceTaskError, UnknownProcessor
+from maintenance_tasks.exceptions import InvalidParameters, MaintenanceTaskError, UnknownProcessor
 from maintenance_tasks.models import Run, Schedule, Task
 from maintenance_tasks.processor import Processor
 from maintenance_tasks.registry import registry, short_name
@@ -123,7 +123,13 @@ class ProcessorPage:
         self.runs = Paginator(runs, RUNS_PER_PAGE).get_page(request.GET.get("p"))
         if self.processor is None and not self.runs.object_list:
             raise Http404(str(UnknownProcessor(f"Unknown processor {path!r}: no such processor and no runs of it.")))
-        self.can_start = self.processor is not None and "start" in self.permitted
+        self.problem = ""  # why the processor cannot be started (its parameters cannot be used)
+        try:
+            if self.processor is not None:
+                self.processor.parameters()
+        except InvalidParameters as error:
+            self.problem = str(error)
+        self.can_start = self.processor is not None and "start" in self.permitted and not self.problem
         self.form = start_form(self.processor) if self.can_start and form is None else form
         self.can_view_schedules = request.user.has_perm("maintenance_tasks.view_schedule")
         self.count_config = count_config
@@ -144,6 +150,8 @@ class ProcessorPage:
         """Return the number of items to process with the posted config (else the defaults), or why not."""
         if self.processor is None:
             return None, ""
+        if self.problem:
+            return None, _("Not counted: the parameters cannot be used (see above).")
         config = self.count_config if self.count_config is not None else optional_defaults(self.processor)
         return item_count(self.processor, config)
 
@@ -237,7 +245,11 @@ class TaskAdmin(ReadOnlyAdmin):
 
     def start(self, request: HttpRequest, path_: str, processor: type[Processor]) -> HttpResponse:
         """Validate the posted parameters, then start a run (or only count items with ``_count``)."""
-        form = start_form(processor, request.POST)
+        try:
+            form = start_form(processor, request.POST)
+        except InvalidParameters as error:
+            self.message_user(request, f"{path_}: {error}", messages.ERROR)
+            return self.render_processor(request, path_, None, status=400)
         if not form.is_valid():
             return self.render_processor(request, path_, form, status=400)
         config = form_config(form)

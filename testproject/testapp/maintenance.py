@@ -403,3 +403,32 @@ class MaybeNoCollection(Processor):
 
     def process(self, item):
         Seen.objects.create(value=item)
+
+
+# -- bad input refused up front (configs, parameters, the command line) --------------------
+
+
+class StrictInput(Processor):
+    """Take a required dict and list, a count that must not be None, and text values."""
+
+    payload: dict
+    names: list[str]
+    n: int = 0
+    limit: int | None = None
+    label: str = ""
+    api_token: str = ""
+    flag: bool = False
+    maybe: bool | None = None
+
+    def process(self):
+        Seen.objects.create(value=f"strict:{self.n}:{len(self.payload)}:{len(self.names)}:{self.limit}")
+
+
+class CleanFails(Processor):
+    """Its clean() has a bug: it raises KeyError instead of ValidationError."""
+
+    def clean(self):
+        raise KeyError("missing")
+
+    def process(self):
+        Seen.objects.create(value="clean-fails")

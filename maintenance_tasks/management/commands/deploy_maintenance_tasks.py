@@ -12,7 +12,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from maintenance_tasks import deploy
-from maintenance_tasks.actors import local_actor
+from maintenance_tasks.actors import command_line, local_actor
 from maintenance_tasks.conf import app_settings
 from maintenance_tasks.exceptions import MaintenanceTaskError
 from maintenance_tasks.models import DeployState, Run
@@ -96,7 +96,7 @@ class Command(BaseCommand):
         verbosity: int,
         **options: Any,
     ) -> None:
-        actor = local_actor("deploy", argv=sys.argv[1:])
+        actor = local_actor("deploy", argv=command_line(sys.argv[1:]))
         if deploy_id is None:
             try:
                 from_env = os.environ.get(DEPLOY_ID_ENV, "").strip()  # empty: no deploy id

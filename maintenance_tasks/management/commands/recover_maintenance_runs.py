@@ -7,7 +7,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
-from maintenance_tasks.actors import local_actor
+from maintenance_tasks.actors import command_line, local_actor
 from maintenance_tasks.conf import app_settings
 from maintenance_tasks.runner import Runner
 
@@ -19,7 +19,7 @@ class Command(BaseCommand):
     )
 
     def handle(self, *, verbosity: int, **options: Any) -> None:
-        runs = Runner.recover(actor=local_actor("cli", argv=sys.argv[1:]))
+        runs = Runner.recover(actor=local_actor("cli", argv=command_line(sys.argv[1:])))
         if verbosity == 0:
             return
         if not runs:

@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import json
 import sys
-from argparse import ArgumentTypeError
 from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import InterfaceError, OperationalError
 
-from maintenance_tasks.actors import local_actor
+from maintenance_tasks.actors import command_line, local_actor
 from maintenance_tasks.conf import app_settings
 from maintenance_tasks.engine import Engine
 from maintenance_tasks.exceptions import MaintenanceTaskError, validation_error_text
 from maintenance_tasks.models import Run
+from maintenance_tasks.parameters import loads
 from maintenance_tasks.progress import ProgressBar, ProgressLog, describe
 from maintenance_tasks.runner import Runner
 from maintenance_tasks.status import RunStatus
@@ -24,20 +23,24 @@ from maintenance_tasks.stopping import StopOnSignal
 BAD_INPUT, ERRORED, STOPPED = 2, 1, 3
 
 
-def json_object(text: str) -> dict[str, Any]:
+def json_object(text: str | None) -> dict[str, Any]:
+    """Return the ``--config`` object; raise a one-line CommandError (not argparse's usage block)."""
+    if text is None:
+        return {}
     try:
-        value = json.loads(text)
-    except ValueError as error:
-        raise ArgumentTypeError(f"not valid JSON ({error})") from None
+        value = loads(text, "a JSON object")
+    except ValidationError as error:
+        raise CommandError(f"--config: {validation_error_text(error)}", returncode=BAD_INPUT) from None
     if not isinstance(value, dict):
-        raise ArgumentTypeError(f"must be a JSON object, not {type(value).__name__}")
+        raise CommandError(f"--config must be a JSON object, not {type(value).__name__}.", returncode=BAD_INPUT)
     return value
 
 
 def name_value(text: str) -> tuple[str, str]:
+    """Return an ``--arg``'s name and value; raise a one-line CommandError when it is not NAME=VALUE."""
     name, sep, value = text.partition("=")
     if not sep or not name.strip():
-        raise ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+        raise CommandError(f"--arg: expected NAME=VALUE, got {text!r}.", returncode=BAD_INPUT)
     return name.strip(), value
 
 
@@ -49,11 +52,11 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("processor", nargs="?", help="Dotted path of the processor, or its class name when unique.")
-        parser.add_argument("--config", type=json_object, default=None, help="Parameters as one JSON object.")
+        # Parsed in handle(), not by argparse: a bad value is one line, not the 8-line usage block.
+        parser.add_argument("--config", default=None, help="Parameters as one JSON object.")
         parser.add_argument(
             "--arg",
             dest="params",
-            type=name_value,
             action="append",
             default=[],
             metavar="NAME=VALUE",
@@ -70,17 +73,20 @@ class Command(BaseCommand):
         self,
         *,
         processor: str | None,
-        config: dict[str, Any] | None,
-        params: list[tuple[str, str]],
+        config: str | None,
+        params: list[str],
         resume: int | None,
         force: bool,
         verbosity: int,
         **options: Any,
     ) -> None:
-        actor = local_actor("cli", argv=sys.argv[1:])
+        actor = local_actor("cli", argv=command_line(sys.argv[1:]))
+        if force and resume is None:
+            raise CommandError("--force goes only with --resume RUN_ID.", returncode=BAD_INPUT)
+        given = {**json_object(config), **dict(name_value(param) for param in params)}
         try:
             if resume is not None:
-                if processor or config or params:
+                if processor or config is not None or params:
                     raise CommandError(
                         "--resume takes no processor nor parameters: the run keeps its own.", returncode=BAD_INPUT
                     )
@@ -91,7 +97,7 @@ class Command(BaseCommand):
             else:
                 if not processor:
                     raise CommandError("Name a processor, or give --resume RUN_ID.", returncode=BAD_INPUT)
-                run = Runner.create(processor, {**(config or {}), **dict(params)}, metadata=actor)
+                run = Runner.create(processor, given, metadata=actor)
         except ValidationError as error:
             raise CommandError(
                 f"Invalid config for {processor}: {validation_error_text(error)}", returncode=BAD_INPUT

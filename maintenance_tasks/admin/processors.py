@@ -215,6 +215,8 @@ class TaskAdmin(ReadOnlyAdmin):
 
     def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: Any = None) -> Any:
         request.current_app = self.admin_site.name
+        if not self.has_view_permission(request):
+            raise PermissionDenied  # before any lookup: the redirect would tell the processor's path
         task = get_object_or_404(Task, pk=object_id) if object_id.isdigit() else None
         if task is None:
             raise Http404(_("No maintenance task with id %(id)r.") % {"id": object_id})

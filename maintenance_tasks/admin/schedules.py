@@ -16,7 +16,7 @@ from maintenance_tasks.models import Schedule, ScheduleSource, canonical_json
 from maintenance_tasks.scheduling import ensure_scheduler
 from maintenance_tasks.status import RunStatus
 
-from .display import admin_url, describe_next_run
+from .display import admin_url, describe_next_run, without_nul
 from .forms import ScheduleForm
 
 
@@ -34,6 +34,10 @@ class ScheduleAdmin(admin.ModelAdmin):
     def get_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
         fields = ["processor", "config", "cron", "run_at", "enabled"]
         return [*fields, "next_run_display", "last_run_link", "source"] if obj else fields
+
+    def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> Any:
+        without_nul(request)
+        return super().changelist_view(request, extra_context)
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         if obj is not None and obj.source == ScheduleSource.CODE:

@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from maintenance_tasks import Processor
 from maintenance_tasks.models import Run, RunEvent, Schedule, Task
+from maintenance_tasks.progress import describe as progress_describe
 from maintenance_tasks.registry import path_of, registry
 from maintenance_tasks.status import RunStatus
 from testproject.testapp.models import Item, Seen
@@ -742,3 +743,24 @@ def test_run_changelist_answers_a_nul_in_a_filter_value(operator, client, params
 def test_schedule_changelist_answers_a_nul_in_a_search(operator, client):
     operator.user_permissions.add(Permission.objects.get(codename="view_schedule"))
     assert client.get("/admin/maintenance_tasks/schedule/", {"q": "\x00"}).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("trait", "total", "bar"),
+    [("running", None, None), ("enqueued", None, None), ("paused", None, 0), ("errored", None, 0), ("paused", 40, 50.0)],
+)
+def test_only_a_moving_run_without_a_total_has_an_animated_bar(operator, client, trait, total, bar):
+    traits = {} if trait == "enqueued" else {trait: True}
+    run = RunFactory(tick_count=20, tick_total=total, **traits)
+    assert client.get(run_url(run, "progress")).json()["bar"] == bar
+    html = client.get(run_url(run)).content.decode()
+    progress = re.search(r"<progress [^>]*>", html).group(0)
+    assert ("value=" in progress) == (bar is not None), progress
+
+
+@pytest.mark.parametrize(("count", "total"), [(50, 0), (130, 120)])
+def test_no_eta_when_more_items_were_done_than_counted(operator, client, count, total):
+    run = RunFactory(running=True, tick_count=count, tick_total=total, time_running=10.0)
+    assert run.eta is None
+    assert client.get(run_url(run, "progress")).json()["eta_text"] == ""
+    assert "ETA" not in progress_describe(run)

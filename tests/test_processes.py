@@ -8,6 +8,7 @@ import sys
 import time
 
 import pytest
+from django.db.models import F
 
 from maintenance_tasks.models import Run, Task
 from maintenance_tasks.status import RunStatus
@@ -232,3 +233,15 @@ def test_sqlite_requests_from_another_process_wait_for_the_atomic_batch(manage, 
         if run.status == RunStatus.PAUSED:
             run.cancel()  # nothing runs it: at once, so that the next round may start the task again
         assert wait_for(lambda: not Run.objects.active().exists())
+
+
+def test_a_foreground_run_taken_over_elsewhere_says_so_and_does_not_offer_resume(manage, items):
+    command = manage("run_maintenance_task", "IncrementItemsAutocommit", *SLOWER, MAINTENANCE_CHECKPOINT_INTERVAL="0.1")
+    run = running_run(command)
+    # Another executor takes it over: a new attempt token, still running.
+    Run.objects.filter(pk=run.pk).update(attempt=F("attempt") + 1)
+    code, out, err = command.wait()
+    assert code == 3, err
+    assert f"Run {run.pk} was taken over by another executor (now running)" in err
+    assert "--resume" not in err
+    assert Run.objects.get(pk=run.pk).status == RunStatus.RUNNING

@@ -16,7 +16,7 @@ from maintenance_tasks import deploy
 from maintenance_tasks.actors import describe
 from maintenance_tasks.models import Run, Schedule
 from maintenance_tasks.processor import Processor
-from maintenance_tasks.status import RunStatus
+from maintenance_tasks.status import EXECUTING_STATUSES, RunStatus
 
 #: The permission each action needs (pause and resume share one).
 PERMISSIONS = {
@@ -32,6 +32,8 @@ ACTION_LABELS = {
     "cancel": gettext_lazy("Cancel"),
     "force": gettext_lazy("Force stop"),
 }
+#: A run in these statuses is moving: without a total, its progress bar is animated.
+MOVING_STATUSES = EXECUTING_STATUSES | {RunStatus.ENQUEUED}
 #: Deploy record states an operator sets, with --skip and --reset.
 HAND_CHANGES = {"skipped": gettext_lazy("Skipped"), "new": gettext_lazy("Reset")}
 DEPLOY_MODES = {
@@ -98,6 +100,7 @@ def run_state(run: Run, allowed: set[str], *, current_app: str, processor_missin
     ``current_app`` is the admin site's name: the controls post to that site's URLs.
     """
     progress = run.progress
+    percent = round(progress * 100, 1) if progress is not None else None
     eta = run.eta
     actions = [action for action in run.available_actions() if action in allowed]
     if processor_missing and "resume" in actions:
@@ -110,7 +113,9 @@ def run_state(run: Run, allowed: set[str], *, current_app: str, processor_missin
         "active": run.is_active,
         "tick_count": run.tick_count,
         "tick_total": run.tick_total,
-        "percent": round(progress * 100, 1) if progress is not None else None,
+        "percent": percent,
+        # The bar's value: None (an animated bar) only while the run moves without a total; a stopped run's bar is still.
+        "bar": percent if percent is not None or run.status in MOVING_STATUSES else 0,
         "count_text": f"{run.tick_count:,}{total}" + (f" ({progress:.1%})" if progress is not None else ""),
         "rate_text": f"{run.rate:,.1f} items/s" if run.rate else "",
         "eta_text": format_duration(eta.total_seconds()) if eta is not None else "",

@@ -151,8 +151,10 @@ class Run(models.Model):
     def eta(self) -> timedelta | None:
         """Return the expected time left, from the rate so far."""
         rate = self.rate
-        if not rate or self.tick_total is None or self.status in COMPLETED_STATUSES:
-            return None
+        if not rate or not self.tick_total or self.status in COMPLETED_STATUSES:
+            return None  # no total (or 0: more items came than were counted) gives no time left
+        if self.tick_count > self.tick_total:
+            return None  # more items than counted: how many are left is unknown
         return timedelta(seconds=max(0, self.tick_total - self.tick_count) / rate)
 
     # -- the one writer of ``status`` -----------------------------------------------------

@@ -269,7 +269,7 @@ def test_add_a_schedule_with_errors_by_field_then_see_its_next_run(login):
 
     from maintenance_tasks.models import Schedule
 
-    page = login("olga", "view_task", "add_schedule", "change_schedule", "view_schedule")
+    page = login("olga", "view_task", "start_run", "add_schedule", "change_schedule", "view_schedule")
     page.goto("/admin/maintenance_tasks/schedule/add/")
     page.select_option("#id_processor", f"{APP}.EveryType")
     page.fill("#id_config", '{"limit": "many"}')

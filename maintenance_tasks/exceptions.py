@@ -98,3 +98,7 @@ class EnqueueFailed(MaintenanceTaskError):
 
 class TooManyRecoveries(MaintenanceTaskError):
     """The run was recovered MAX_RECOVERIES times in a row at the same cursor: it is errored."""
+
+
+class CountTimedOut(MaintenanceTaskError):
+    """Counting the items took longer than COUNT_TIMEOUT: there are too many to count quickly."""

@@ -189,11 +189,17 @@ def test_task_page_form_has_a_widget_per_type_with_defaults(operator, client):
     assert 'name="_start"' in html
 
 
-def test_task_page_shows_count_before_starting(operator, client):
+def test_task_page_counts_only_when_asked(operator, client, django_capture_on_commit_callbacks):
     ItemFactory.create_batch(7)
-    response = client.get(processor_url(INCREMENT))
+    with CaptureQueriesContext(connection) as queries:
+        response = client.get(processor_url(INCREMENT))
+    assert response.context["page"].count is None
+    assert "Not counted yet" in response.content.decode()
+    assert not [query for query in queries if "COUNT(*)" in query["sql"] and "testapp_item" in query["sql"]]
+    response = client.post(processor_url(INCREMENT), {"param-delay": "0", "_count": "Count items"})
     assert response.context["page"].count == 7
     assert "7 items" in response.content.decode()
+    assert not Run.objects.exists()
 
 
 def test_count_items_with_the_given_parameters_starts_nothing(operator, client):
@@ -203,10 +209,15 @@ def test_count_items_with_the_given_parameters_starts_nothing(operator, client):
     assert not Run.objects.exists()
 
 
-def test_task_page_without_required_parameters_says_count_depends_on_them(operator, client):
-    response = client.get(processor_url(f"{APP}.RecordList"))
+def test_viewer_counts_with_the_default_parameters_and_starts_nothing(viewer, client):
+    ItemFactory.create_batch(4)
+    response = client.post(processor_url(INCREMENT), {"_count": "Count items"})
+    assert response.status_code == 200 and response.context["page"].count == 4
+    response = client.post(processor_url(f"{APP}.RecordList"), {"_count": "Count items"})
     assert response.context["page"].count is None
     assert "Depends on the parameters" in response.content.decode()
+    assert client.post(processor_url(INCREMENT), {"_start": "Start"}).status_code == 403
+    assert not Run.objects.exists()
 
 
 def test_start_runs_the_task_with_typed_parameters(operator, client, django_capture_on_commit_callbacks):
@@ -511,7 +522,8 @@ def test_viewer_sees_pages_but_no_form_and_no_buttons(viewer, client):
     for url in (INDEX, processor_url(INCREMENT), run_url(run), "/admin/maintenance_tasks/run/"):
         assert client.get(url).status_code == 200, url
     html = client.get(processor_url(INCREMENT)).content.decode()
-    assert 'id="start-form"' not in html and '<form method="post"' not in html
+    assert 'id="start-form"' not in html and 'name="_start"' not in html
+    assert html.count('<form method="post"') == 1 and 'name="_count"' in html  # counting starts nothing
     assert "data-action" not in client.get(run_url(run)).content.decode()
 
 
@@ -664,7 +676,8 @@ def test_task_page_of_a_deploy_processor_costs_a_fixed_number_of_queries(
         client.get(processor_url(INCREMENT))
     task = TaskFactory(processor=DEPLOY_ONCE, config={"items": 3})
     Run.objects.bulk_create(Run(task=task, status=S.SUCCEEDED) for _ in range(100))
-    with django_assert_max_num_queries(len(plain) + 4):  # task, record, active run, its run
+    # task, record, active run, its run; and the plain page's item count, gone since pages count on request
+    with django_assert_max_num_queries(len(plain) + 5):
         response = client.get(processor_url(DEPLOY_ONCE))
     assert response.context["page"].deploy["state"] == "done"
 

@@ -5,15 +5,19 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('maintenance_tasks', '0006_robustness'),
+        ("maintenance_tasks", "0006_robustness"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='schedule',
-            name='changed_by',
-            field=models.JSONField(blank=True, default=dict, encoder=django.core.serializers.json.DjangoJSONEncoder, verbose_name='changed by'),
+            model_name="schedule",
+            name="changed_by",
+            field=models.JSONField(
+                blank=True,
+                default=dict,
+                encoder=django.core.serializers.json.DjangoJSONEncoder,
+                verbose_name="changed by",
+            ),
         ),
     ]

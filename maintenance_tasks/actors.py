@@ -87,6 +87,9 @@ def describe(actor: dict[str, Any]) -> str:
         "python": _("Python API, OS user %(user)s") % {"user": user},
         "deploy": _("deploy hook, OS user %(user)s") % {"user": user},
         "engine": _("executor"),
+        "schedule": _("schedule %(id)s") % {"id": actor.get("schedule", "?")},
     }.get(source, f"{source} {user}".strip())
+    if actor.get("changed_by"):
+        where = _("%(where)s, set by %(who)s") % {"where": where, "who": describe(actor["changed_by"])}
     extra = [f"{key} {actor[key]}" for key in ("host", "pid", "ip") if actor.get(key)]
     return f"{where} ({', '.join(extra)})" if extra else where

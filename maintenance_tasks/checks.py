@@ -2,7 +2,8 @@
 
 from typing import Any
 
-from django.core.checks import CheckMessage, Error, Tags, register
+from django.conf import settings
+from django.core.checks import CheckMessage, Error, Tags, Warning, register
 from django.tasks.exceptions import InvalidTaskBackend
 
 from .conf import DAY, DEFAULTS, MAX_SECONDS, RENAMED, SECONDS, app_settings, is_duration
@@ -128,3 +129,27 @@ def check_retention(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage
                 )
             )
     return errors
+
+
+@register(Tags.compatibility)
+def check_sqlite_transaction_mode(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """Warn about a SQLite database whose transactions do not take the write lock up front.
+
+    A deferred transaction that reads, then writes, cannot wait for the lock an atomic batch
+    holds: a pause or cancel from another process would fail at once with "database is locked".
+    """
+    warnings: list[CheckMessage] = []
+    for alias, database in settings.DATABASES.items():
+        if not str(database.get("ENGINE", "")).endswith("sqlite3"):
+            continue
+        mode = str((database.get("OPTIONS") or {}).get("transaction_mode") or "DEFERRED").upper()
+        if mode not in ("IMMEDIATE", "EXCLUSIVE"):
+            warnings.append(
+                Warning(
+                    f"The SQLite database {alias!r} uses {mode} transactions: a pause or cancel from another "
+                    'process while an atomic batch runs fails with "database is locked" instead of waiting.',
+                    hint=f'Add "OPTIONS": {{"transaction_mode": "IMMEDIATE"}} to DATABASES[{alias!r}].',
+                    id="maintenance_tasks.W040",
+                )
+            )
+    return warnings

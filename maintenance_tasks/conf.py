@@ -28,6 +28,9 @@ DEFAULTS: dict[str, Any] = {
     # Seconds a run may stay active before it is flagged as overdue, unless its processor sets
     # ``expected_duration`` (not to be confused with STUCK_AFTER, for force-stopping requests).
     "OVERDUE_AFTER": 6 * 3600.0,
+    # Seconds a count of the items (the admin's "Count items", a run's total) may take before it is
+    # given up: "too many to count quickly", and the run goes without a total. Not on SQLite.
+    "COUNT_TIMEOUT": 5.0,
     # Days ended runs are kept, by status; None keeps them forever. A task's latest run is always kept.
     "RETENTION": {"succeeded": 30, "cancelled": 30, "errored": 90},
 }
@@ -42,6 +45,7 @@ SECONDS = (
     "LOG_INTERVAL",
     "SCHEDULER_INTERVAL",
     "OVERDUE_AFTER",
+    "COUNT_TIMEOUT",
 )
 #: The longest duration a setting or ``expected_duration`` may give: 100 years. A date that far
 #: away is still a date; ``now + timedelta(seconds=1e15)`` (or ``inf``, or ``nan``) raises.
@@ -116,6 +120,7 @@ class Settings:
     MAX_RECOVERIES = Setting(int)
     SCHEDULER_INTERVAL = Seconds()
     OVERDUE_AFTER = Seconds()
+    COUNT_TIMEOUT = Seconds()
 
     @property
     def RETENTION(self) -> dict[str, float | None]:  # noqa: N802

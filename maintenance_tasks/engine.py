@@ -27,9 +27,11 @@ from django.db.models import F
 from django.utils import timezone
 
 from .conf import app_settings
+from .counting import count_within
 from .exceptions import (
     BACKTRACE_LIMIT,
     ConcurrentChange,
+    CountTimedOut,
     InvalidProcessor,
     StaleAttempt,
     error_class_name,
@@ -231,9 +233,13 @@ class Engine:
         run = self.run
         processor = self.processor = run.task.build_processor()
         source = open_source(processor)
-        if run.tick_total is None:
+        if run.tick_total is None and run.cursor is None:  # the first slice (a total counted once)
             # The default count() would build the collection again: count the one we have.
-            counted = source.count() if type(processor).count is Processor.count else processor.count()
+            try:
+                counted = count_within(source.count if type(processor).count is Processor.count else processor.count)
+            except CountTimedOut:
+                counted = None  # too many to count quickly: the run goes without a total
+                logger.info("Run %s: counting took longer than COUNT_TIMEOUT; no total.", run.pk)
             if counted is not None and (isinstance(counted, bool) or not isinstance(counted, int) or counted < 0):
                 raise InvalidProcessor(f"count() returned {counted!r}: return a number of items, 0 or more, or None.")
             run.tick_total = counted

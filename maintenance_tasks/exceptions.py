@@ -106,3 +106,7 @@ class TooManyRecoveries(MaintenanceTaskError):
 
 class InvalidProcessor(MaintenanceTaskError):
     """The processor's definition cannot be run as it is (an async ``process()``, a bad ``batch_size``, ...)."""
+
+
+class CountTimedOut(MaintenanceTaskError):
+    """Counting the items took longer than COUNT_TIMEOUT: there are too many to count quickly."""

@@ -145,6 +145,8 @@ def fire(pk: int, now: datetime, result: PassResult) -> Run | None:
             result.skipped.append(schedule)
             return None
         metadata = local_actor("schedule", schedule=pk, due=due.isoformat())
+        if schedule.changed_by:
+            metadata["changed_by"] = schedule.changed_by  # who chose what runs: the admin user
         try:
             run = Runner.run(task.processor, task.config, metadata=metadata)
         except RunAlreadyActive:

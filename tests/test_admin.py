@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from maintenance_tasks import Processor
 from maintenance_tasks.models import Run, RunEvent, Schedule, Task
+from maintenance_tasks.progress import describe as progress_describe
 from maintenance_tasks.registry import path_of, registry
 from maintenance_tasks.status import RunStatus
 from testproject.testapp.models import Item, Seen
@@ -188,11 +189,17 @@ def test_task_page_form_has_a_widget_per_type_with_defaults(operator, client):
     assert 'name="_start"' in html
 
 
-def test_task_page_shows_count_before_starting(operator, client):
+def test_task_page_counts_only_when_asked(operator, client, django_capture_on_commit_callbacks):
     ItemFactory.create_batch(7)
-    response = client.get(processor_url(INCREMENT))
+    with CaptureQueriesContext(connection) as queries:
+        response = client.get(processor_url(INCREMENT))
+    assert response.context["page"].count is None
+    assert "Not counted yet" in response.content.decode()
+    assert not [query for query in queries if "COUNT(*)" in query["sql"] and "testapp_item" in query["sql"]]
+    response = client.post(processor_url(INCREMENT), {"param-delay": "0", "_count": "Count items"})
     assert response.context["page"].count == 7
     assert "7 items" in response.content.decode()
+    assert not Run.objects.exists()
 
 
 def test_count_items_with_the_given_parameters_starts_nothing(operator, client):
@@ -202,10 +209,15 @@ def test_count_items_with_the_given_parameters_starts_nothing(operator, client):
     assert not Run.objects.exists()
 
 
-def test_task_page_without_required_parameters_says_count_depends_on_them(operator, client):
-    response = client.get(processor_url(f"{APP}.RecordList"))
+def test_viewer_counts_with_the_default_parameters_and_starts_nothing(viewer, client):
+    ItemFactory.create_batch(4)
+    response = client.post(processor_url(INCREMENT), {"_count": "Count items"})
+    assert response.status_code == 200 and response.context["page"].count == 4
+    response = client.post(processor_url(f"{APP}.RecordList"), {"_count": "Count items"})
     assert response.context["page"].count is None
     assert "Depends on the parameters" in response.content.decode()
+    assert client.post(processor_url(INCREMENT), {"_start": "Start"}).status_code == 403
+    assert not Run.objects.exists()
 
 
 def test_start_runs_the_task_with_typed_parameters(operator, client, django_capture_on_commit_callbacks):
@@ -510,7 +522,8 @@ def test_viewer_sees_pages_but_no_form_and_no_buttons(viewer, client):
     for url in (INDEX, processor_url(INCREMENT), run_url(run), "/admin/maintenance_tasks/run/"):
         assert client.get(url).status_code == 200, url
     html = client.get(processor_url(INCREMENT)).content.decode()
-    assert 'id="start-form"' not in html and '<form method="post"' not in html
+    assert 'id="start-form"' not in html and 'name="_start"' not in html
+    assert html.count('<form method="post"') == 1 and 'name="_count"' in html  # counting starts nothing
     assert "data-action" not in client.get(run_url(run)).content.decode()
 
 
@@ -663,7 +676,8 @@ def test_task_page_of_a_deploy_processor_costs_a_fixed_number_of_queries(
         client.get(processor_url(INCREMENT))
     task = TaskFactory(processor=DEPLOY_ONCE, config={"items": 3})
     Run.objects.bulk_create(Run(task=task, status=S.SUCCEEDED) for _ in range(100))
-    with django_assert_max_num_queries(len(plain) + 4):  # task, record, active run, its run
+    # task, record, active run, its run; and the plain page's item count, gone since pages count on request
+    with django_assert_max_num_queries(len(plain) + 5):
         response = client.get(processor_url(DEPLOY_ONCE))
     assert response.context["page"].deploy["state"] == "done"
 
@@ -772,3 +786,53 @@ def test_a_processor_whose_annotation_does_not_resolve_shows_why_and_cannot_star
     assert any("does not resolve" in message for message in messages_of(response))
     assert client.get(INDEX).status_code == 200
     assert not Run.objects.exists()
+
+
+# -- the admin, permissions and what pages show (i12c) -------------------------------------------
+
+
+def test_task_change_url_is_forbidden_without_view_permission(client):
+    client.force_login(make_user("walker", "view_run"))
+    task = TaskFactory(processor=INCREMENT)
+    for url in (f"/admin/maintenance_tasks/task/{task.pk}/change/", f"/admin/maintenance_tasks/task/{task.pk}/"):
+        response = client.get(url)
+        assert response.status_code == 403, url
+        assert "Location" not in response
+
+
+@pytest.mark.parametrize(
+    "params",
+    [{"processor": "\x00"}, {"processor": f"{INCREMENT}\x00"}, {"q": "a\x00b"}, {"status": "\x00"}],
+)
+def test_run_changelist_answers_a_nul_in_a_filter_value(operator, client, params):
+    run = RunFactory(paused=True, task__processor=INCREMENT)
+    response = client.get("/admin/maintenance_tasks/run/", params)
+    assert response.status_code in (200, 302)  # 302: Django's own "?e=1" for a filter it does not know
+    if response.status_code == 200:
+        assert {r.pk for r in response.context["cl"].result_list} <= {run.pk}
+
+
+def test_schedule_changelist_answers_a_nul_in_a_search(operator, client):
+    operator.user_permissions.add(Permission.objects.get(codename="view_schedule"))
+    assert client.get("/admin/maintenance_tasks/schedule/", {"q": "\x00"}).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("trait", "total", "bar"),
+    [("running", None, None), ("enqueued", None, None), ("paused", None, 0), ("errored", None, 0), ("paused", 40, 50.0)],
+)
+def test_only_a_moving_run_without_a_total_has_an_animated_bar(operator, client, trait, total, bar):
+    traits = {} if trait == "enqueued" else {trait: True}
+    run = RunFactory(tick_count=20, tick_total=total, **traits)
+    assert client.get(run_url(run, "progress")).json()["bar"] == bar
+    html = client.get(run_url(run)).content.decode()
+    progress = re.search(r"<progress [^>]*>", html).group(0)
+    assert ("value=" in progress) == (bar is not None), progress
+
+
+@pytest.mark.parametrize(("count", "total"), [(50, 0), (130, 120)])
+def test_no_eta_when_more_items_were_done_than_counted(operator, client, count, total):
+    run = RunFactory(running=True, tick_count=count, tick_total=total, time_running=10.0)
+    assert run.eta is None
+    assert client.get(run_url(run, "progress")).json()["eta_text"] == ""
+    assert "ETA" not in progress_describe(run)

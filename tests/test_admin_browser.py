@@ -269,7 +269,7 @@ def test_add_a_schedule_with_errors_by_field_then_see_its_next_run(login):
 
     from maintenance_tasks.models import Schedule
 
-    page = login("olga", "view_task", "add_schedule", "change_schedule", "view_schedule")
+    page = login("olga", "view_task", "start_run", "add_schedule", "change_schedule", "view_schedule")
     page.goto("/admin/maintenance_tasks/schedule/add/")
     page.select_option("#id_processor", f"{APP}.EveryType")
     page.fill("#id_config", '{"limit": "many"}')
@@ -291,3 +291,22 @@ def test_add_a_schedule_with_errors_by_field_then_see_its_next_run(login):
     assert (schedule.next_run_at.hour, schedule.next_run_at.minute) == (3, 0)  # TIME_ZONE is UTC here
     expect(page.locator("#result_list")).to_contain_text(schedule.next_run_at.strftime("%Y-%m-%d 03:00"))
     screenshot(page, "schedules")
+
+
+# -- the admin, permissions and what pages show (i12c) -------------------------------------------
+
+
+def test_progress_bar_of_a_run_without_a_total_stops_moving_when_the_run_stops(login):
+    """An indeterminate <progress> (no value) is animated: only a run that moves may have one."""
+    from playwright.sync_api import expect
+
+    run = RunFactory(running=True, tick_count=30, tick_total=None, time_running=3.0)
+    page = login("alice", *ALL_PERMS)
+    page.goto(f"/admin/maintenance_tasks/run/{run.pk}/change/")
+    bar = page.locator(".mt-run progress.mt-progress")
+    assert bar.evaluate("element => element.position") == -1  # indeterminate while it runs
+    Run.objects.filter(pk=run.pk).update(status=S.PAUSED)
+    expect(page.locator(".mt-run [data-field=status_label]")).to_have_text("Paused")  # polled in place
+    assert bar.evaluate("element => element.position") == 0  # still, empty
+    page.reload()
+    assert page.locator(".mt-run progress.mt-progress").evaluate("element => element.position") == 0

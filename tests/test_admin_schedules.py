@@ -157,3 +157,61 @@ def test_resume_goes_on_from_now_without_catching_up():
         schedule.refresh_from_db()
     assert (cron.enabled, cron.next_run_at) == (True, cron.following(now))
     assert (once.enabled, once.next_run_at) == (True, due)  # a paused one-off that is due runs now
+
+
+# -- the admin, permissions and what pages show (i12c) -------------------------------------------
+
+
+def schedule_user(client, *perms):
+    from .test_admin import make_user
+
+    user = make_user("scheduler", "view_task", "view_schedule", *perms)
+    client.force_login(user)
+    return user
+
+
+def test_adding_a_schedule_needs_the_permission_to_start_runs(client):
+    schedule_user(client, "add_schedule", "change_schedule")
+    assert client.get(ADD).status_code == 403
+    when = timezone.localtime(timezone.now() + timedelta(minutes=1))
+    response = post(client, run_at_0=when.strftime("%Y-%m-%d"), run_at_1=when.strftime("%H:%M:%S"))
+    assert response.status_code == 403
+    assert not Schedule.objects.exists() and not Run.objects.exists()
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [{"cron": "* * * * *"}, {"config": '{"delay": 9}'}, {"processor": f"{INCREMENT}Autocommit"}],
+)
+def test_changing_what_a_schedule_runs_needs_the_permission_to_start_runs(client, fields):
+    schedule_user(client, "change_schedule")
+    task = TaskFactory(processor=INCREMENT, config={"delay": 0.0, "fail_at": None})
+    schedule = Schedule.objects.create(task=task, cron="0 3 * * *", next_run_at=timezone.now() + timedelta(hours=1))
+    change = reverse("admin:maintenance_tasks_schedule_change", args=[schedule.pk])
+    errors = form_errors(post(client, change, **{"cron": "0 3 * * *", "config": '{"delay": 0.0}', **fields}))
+    assert "permission to start runs" in str(errors["__all__"])
+    assert Schedule.objects.get(pk=schedule.pk).cron == "0 3 * * *"
+    assert Schedule.objects.get(pk=schedule.pk).task_id == task.pk
+    # Pausing needs only change_schedule, in the form or with the action.
+    assert post(client, change, cron="0 3 * * *", config='{"delay": 0.0}', enabled="").status_code == 302
+    assert Schedule.objects.get(pk=schedule.pk).enabled is False
+    client.post(CHANGELIST, {"action": "resume_schedules", "_selected_action": [schedule.pk]})
+    assert Schedule.objects.get(pk=schedule.pk).enabled is True
+    assert Schedule.objects.get(pk=schedule.pk).changed_by == {}
+
+
+def test_runs_a_schedule_starts_name_who_set_it(client, django_capture_on_commit_callbacks):
+    from maintenance_tasks.actors import describe
+    from maintenance_tasks.scheduling import scheduler_pass
+
+    user = schedule_user(client, "add_schedule", "start_run")
+    when = timezone.localtime(timezone.now() + timedelta(minutes=1))
+    response = post(client, run_at_0=when.strftime("%Y-%m-%d"), run_at_1=when.strftime("%H:%M:%S"))
+    assert response.status_code == 302
+    schedule = Schedule.objects.get()
+    assert schedule.changed_by["user"] == "scheduler" and schedule.changed_by["user_id"] == user.pk
+    with django_capture_on_commit_callbacks(execute=True):
+        (run,) = scheduler_pass(now=timezone.now() + timedelta(minutes=2)).started
+    run.refresh_from_db()
+    assert run.metadata["source"] == "schedule" and run.metadata["changed_by"]["user"] == "scheduler"
+    assert f"schedule {schedule.pk}, set by admin user scheduler" in describe(run.metadata)

@@ -75,3 +75,36 @@ def test_a_scheduled_processor_that_needs_a_config_or_a_bad_expected_duration_is
     assert set(messages) == {"maintenance_tasks.E011", "maintenance_tasks.E012"}
     assert "shard: This parameter is required." in messages["maintenance_tasks.E011"]
     assert "expected_duration must be a positive" in messages["maintenance_tasks.E012"]
+
+
+# -- the admin, permissions and what pages show (i12c) -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("options", "warned"),
+    [
+        ({}, True),
+        ({"transaction_mode": "DEFERRED"}, True),
+        ({"transaction_mode": "IMMEDIATE"}, False),
+        ({"transaction_mode": "immediate", "timeout": 30}, False),
+        ({"transaction_mode": "EXCLUSIVE"}, False),
+    ],
+)
+def test_sqlite_without_immediate_transactions_is_warned_naming_the_alias(monkeypatch, options, warned):
+    from django.conf import settings
+
+    # Not override_settings: Django warns about changing DATABASES that way; only the check reads this.
+    databases = {"reports": {"ENGINE": "django.db.backends.sqlite3", "NAME": "reports.sqlite3", "OPTIONS": options}}
+    monkeypatch.setattr(settings, "DATABASES", {**settings.DATABASES, **databases})
+    messages = [m for m in checks.run_checks(tags=[checks.Tags.compatibility]) if m.id == "maintenance_tasks.W040"]
+    assert len(messages) == warned
+    if warned:
+        assert "'reports'" in messages[0].msg
+        assert '"transaction_mode": "IMMEDIATE"' in messages[0].hint
+
+
+def test_the_testproject_takes_the_sqlite_write_lock_up_front(settings):
+    for alias, database in settings.DATABASES.items():
+        if database["ENGINE"].endswith("sqlite3"):
+            assert database["OPTIONS"]["transaction_mode"] == "IMMEDIATE", alias
+    assert not [m for m in checks.run_checks(tags=[checks.Tags.compatibility]) if m.id == "maintenance_tasks.W040"]

@@ -8,6 +8,7 @@ import sys
 import time
 
 import pytest
+from django.db.models import F
 
 from maintenance_tasks.models import Run, Task
 from maintenance_tasks.status import RunStatus
@@ -100,8 +101,6 @@ def test_signal_stops_after_the_batch_and_resume_goes_on(manage, items, signum):
 @pytest.mark.parametrize("name", ["IncrementItems", "IncrementItemsAutocommit"])
 @pytest.mark.parametrize(("request_name", "ended"), [("pause", RunStatus.PAUSED), ("cancel", RunStatus.CANCELLED)])
 def test_request_from_another_process_stops_the_foreground_run(manage, items, request_name, ended, name):
-    if name == "IncrementItems" and on_sqlite():
-        pytest.skip("SQLite has one writer: a request waits for the lock that a long atomic batch holds")
     command = manage("run_maintenance_task", name, *SLOWER)
     run = running_run(command)
     getattr(run, request_name)()
@@ -213,3 +212,37 @@ def test_progress_lines_when_not_on_a_terminal(manage, items):
     assert any(line.startswith(f"Run {run.pk}: ") and "/600 items (" in line and "ETA" in line for line in lines[1:-1])
     assert lines[-1].startswith(f"Run {run.pk}: 600/600 items (100.0%)") and "Succeeded in" in lines[-1]
     assert os.environ.get("DATABASE_URL", "") == os.environ.get("DATABASE_URL", "")
+
+
+# -- the admin, permissions and what pages show (i12c) -------------------------------------------
+
+
+def test_sqlite_requests_from_another_process_wait_for_the_atomic_batch(manage, items):
+    """Pause and cancel, round after round, while a foreground command holds the write lock batch after batch."""
+    if not on_sqlite():
+        pytest.skip("the write lock that requests must wait for is SQLite's")
+    for round_ in range(10):
+        command = manage("run_maintenance_task", "IncrementItems", "--arg", "delay=0.01")
+        run = running_run(command)
+        request = "pause" if round_ % 2 == 0 else "cancel"
+        getattr(run, request)()  # raises OperationalError("database is locked") without IMMEDIATE transactions
+        code, out, err = command.wait()
+        assert code == 3, err
+        assert "database is locked" not in err
+        run.refresh_from_db()
+        assert run.status == (RunStatus.PAUSED if request == "pause" else RunStatus.CANCELLED), round_
+        if run.status == RunStatus.PAUSED:
+            run.cancel()  # nothing runs it: at once, so that the next round may start the task again
+        assert wait_for(lambda: not Run.objects.active().exists())
+
+
+def test_a_foreground_run_taken_over_elsewhere_says_so_and_does_not_offer_resume(manage, items):
+    command = manage("run_maintenance_task", "IncrementItemsAutocommit", *SLOWER, MAINTENANCE_CHECKPOINT_INTERVAL="0.1")
+    run = running_run(command)
+    # Another executor takes it over: a new attempt token, still running.
+    Run.objects.filter(pk=run.pk).update(attempt=F("attempt") + 1)
+    code, out, err = command.wait()
+    assert code == 3, err
+    assert f"Run {run.pk} was taken over by another executor (now running)" in err
+    assert "--resume" not in err
+    assert Run.objects.get(pk=run.pk).status == RunStatus.RUNNING

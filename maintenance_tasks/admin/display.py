@@ -16,7 +16,7 @@ from maintenance_tasks import deploy
 from maintenance_tasks.actors import describe
 from maintenance_tasks.models import Run, Schedule
 from maintenance_tasks.processor import Processor
-from maintenance_tasks.status import RunStatus
+from maintenance_tasks.status import EXECUTING_STATUSES, RunStatus
 
 #: The permission each action needs (pause and resume share one).
 PERMISSIONS = {
@@ -32,6 +32,8 @@ ACTION_LABELS = {
     "cancel": gettext_lazy("Cancel"),
     "force": gettext_lazy("Force stop"),
 }
+#: A run in these statuses is moving: without a total, its progress bar is animated.
+MOVING_STATUSES = EXECUTING_STATUSES | {RunStatus.ENQUEUED}
 #: Deploy record states an operator sets, with --skip and --reset.
 HAND_CHANGES = {"skipped": gettext_lazy("Skipped"), "new": gettext_lazy("Reset")}
 DEPLOY_MODES = {
@@ -48,6 +50,15 @@ def admin_url(current_app: str, name: str, *args: Any) -> str:
 def permitted_actions(request: HttpRequest) -> set[str]:
     """Return the actions this user may take."""
     return {action for action, perm in PERMISSIONS.items() if request.user.has_perm(perm)}
+
+
+def without_nul(request: HttpRequest) -> None:
+    """Drop NUL characters from the query string's values: PostgreSQL refuses them in a filter (a 500 otherwise)."""
+    if any("\x00" in value for values in request.GET.lists() for value in values[1]):
+        query = request.GET.copy()
+        for key, values in query.lists():
+            query.setlist(key, [value.replace("\x00", "") for value in values])
+        request.GET = query
 
 
 def format_duration(seconds: float | None) -> str:
@@ -89,6 +100,7 @@ def run_state(run: Run, allowed: set[str], *, current_app: str, processor_missin
     ``current_app`` is the admin site's name: the controls post to that site's URLs.
     """
     progress = run.progress
+    percent = round(progress * 100, 1) if progress is not None else None
     eta = run.eta
     actions = [action for action in run.available_actions() if action in allowed]
     if processor_missing and "resume" in actions:
@@ -101,7 +113,9 @@ def run_state(run: Run, allowed: set[str], *, current_app: str, processor_missin
         "active": run.is_active,
         "tick_count": run.tick_count,
         "tick_total": run.tick_total,
-        "percent": round(progress * 100, 1) if progress is not None else None,
+        "percent": percent,
+        # The bar's value: None (an animated bar) only while the run moves without a total; a stopped run's bar is still.
+        "bar": percent if percent is not None or run.status in MOVING_STATUSES else 0,
         "count_text": f"{run.tick_count:,}{total}" + (f" ({progress:.1%})" if progress is not None else ""),
         "rate_text": f"{run.rate:,.1f} items/s" if run.rate else "",
         "eta_text": format_duration(eta.total_seconds()) if eta is not None else "",
@@ -129,6 +143,10 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+    def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> Any:
+        without_nul(request)
+        return super().changelist_view(request, extra_context)
 
     def page_context(self, request: HttpRequest, **extra: Any) -> dict[str, Any]:
         """Return the context of one of this admin's own pages: the site's, the model's options, ``extra``."""

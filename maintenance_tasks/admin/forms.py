@@ -19,6 +19,8 @@ from maintenance_tasks.registry import registry, short_name
 
 #: The fields whose change moves a schedule's next run.
 TIMING_FIELDS = {"cron", "run_at", "enabled"}
+#: The fields that say what a schedule runs and when: setting them starts runs, so it needs ``start_run``.
+RUN_FIELDS = {"processor", "config", "cron", "run_at"}
 
 
 def start_form_class(processor: type[Processor]) -> type[forms.Form]:
@@ -86,9 +88,22 @@ class ScheduleForm(forms.ModelForm):
         help_text=gettext_lazy("A JSON object of the processor's parameters; parameters left out take their default."),
     )
 
+    #: Whether the user may start runs (``start_run``); the admin sets it per request.
+    can_start = True
+
     class Meta:
         model = Schedule
         fields = ["processor", "config", "cron", "run_at", "enabled"]
+
+    @property
+    def sets_runs(self) -> bool:
+        """Return whether saving sets what the schedule runs or when: a new schedule, or a changed field of it."""
+        if not self.instance.pk:
+            return True
+        changed = RUN_FIELDS & set(self.changed_data)
+        if "config" in changed and self.canonical_config == self.instance.task.config:
+            changed.discard("config")  # the same config, written otherwise (defaults left out)
+        return bool(changed)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -114,6 +129,10 @@ class ScheduleForm(forms.ModelForm):
                 self.add_error("processor", str(error))
             except ValidationError as error:
                 self.add_error("config", validation_error_text(error))
+        if self.sets_runs and not self.can_start:
+            raise ValidationError(
+                _("Changing what a schedule runs or when needs the permission to start runs; you may only pause it.")
+            )
         return data
 
     def save(self, commit: bool = True) -> Schedule:

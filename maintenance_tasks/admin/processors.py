@@ -18,7 +18,9 @@ from django.urls import path
 from django.utils.translation import gettext as _
 
 from maintenance_tasks.actors import admin_actor
-from maintenance_tasks.exceptions import InvalidParameters, MaintenanceTaskError, UnknownProcessor
+from maintenance_tasks.conf import app_settings
+from maintenance_tasks.counting import count_within
+from maintenance_tasks.exceptions import CountTimedOut, InvalidParameters, MaintenanceTaskError, UnknownProcessor
 from maintenance_tasks.models import Run, Schedule, Task
 from maintenance_tasks.processor import Processor
 from maintenance_tasks.registry import registry, short_name
@@ -42,7 +44,11 @@ RUNS_PER_PAGE = 50
 def item_count(processor: type[Processor], config: dict[str, Any] | None) -> tuple[int | None, str]:
     """Return the number of items the processor would process with this config, or why not."""
     try:
-        return processor.from_config(config).count(), ""
+        return count_within(processor.from_config(config).count), ""
+    except CountTimedOut:
+        return None, _("Too many to count quickly (counting takes longer than COUNT_TIMEOUT, %(seconds)ss).") % {
+            "seconds": f"{app_settings.COUNT_TIMEOUT:g}"
+        }
     except ValidationError:
         return None, _("Depends on the parameters: fill them in and press “Count items”.")
     except Exception as error:  # user code: show what went wrong rather than crash the page
@@ -145,15 +151,19 @@ class ProcessorPage:
             return ""
         return (self.processor.__doc__ or "").strip()
 
+    @property
+    def count_requested(self) -> bool:
+        """Return whether the user pressed *Count items*: a page view never counts (a full COUNT(*))."""
+        return self.processor is not None and self.count_config is not None
+
     @cached_property
     def counted(self) -> tuple[int | None, str]:
-        """Return the number of items to process with the posted config (else the defaults), or why not."""
-        if self.processor is None:
+        """Return the number of items to process with the posted config, or why not."""
+        if self.processor is None or self.count_config is None:
             return None, ""
         if self.problem:
             return None, _("Not counted: the parameters cannot be used (see above).")
-        config = self.count_config if self.count_config is not None else optional_defaults(self.processor)
-        return item_count(self.processor, config)
+        return item_count(self.processor, self.count_config)
 
     @property
     def count(self) -> int | None:
@@ -223,6 +233,8 @@ class TaskAdmin(ReadOnlyAdmin):
 
     def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: Any = None) -> Any:
         request.current_app = self.admin_site.name
+        if not self.has_view_permission(request):
+            raise PermissionDenied  # before any lookup: the redirect would tell the processor's path
         task = get_object_or_404(Task, pk=object_id) if object_id.isdigit() else None
         if task is None:
             raise Http404(_("No maintenance task with id %(id)r.") % {"id": object_id})
@@ -233,7 +245,12 @@ class TaskAdmin(ReadOnlyAdmin):
         if not self.has_view_permission(request):
             raise PermissionDenied
         if request.method == "POST":
-            if not request.user.has_perm(PERMISSIONS["start"]):
+            can_start = request.user.has_perm(PERMISSIONS["start"])
+            if "_count" in request.POST and not can_start and processor in registry.processors():
+                # Counting starts nothing: the view permission is enough (with the default parameters).
+                defaults = optional_defaults(registry.processors()[processor])
+                return self.render_processor(request, processor, None, count_config=defaults)
+            if not can_start:
                 raise PermissionDenied
             try:
                 processor_class = registry.resolve(processor)

@@ -12,11 +12,12 @@ from django.utils.text import Truncator
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
+from maintenance_tasks.actors import admin_actor
 from maintenance_tasks.models import Schedule, ScheduleSource, canonical_json
 from maintenance_tasks.scheduling import ensure_scheduler
 from maintenance_tasks.status import RunStatus
 
-from .display import admin_url, describe_next_run
+from .display import PERMISSIONS, admin_url, describe_next_run, without_nul
 from .forms import ScheduleForm
 
 
@@ -35,12 +36,26 @@ class ScheduleAdmin(admin.ModelAdmin):
         fields = ["processor", "config", "cron", "run_at", "enabled"]
         return [*fields, "next_run_display", "last_run_link", "source"] if obj else fields
 
+    def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> Any:
+        without_nul(request)
+        return super().changelist_view(request, extra_context)
+
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         if obj is not None and obj.source == ScheduleSource.CODE:
             return False  # it would come back at the next deploy: remove it from the code
         return super().has_delete_permission(request, obj)
 
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        # A schedule starts runs: adding one needs the permission to start runs too.
+        return super().has_add_permission(request) and request.user.has_perm(PERMISSIONS["start"])
+
+    def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
+        form = super().get_form(request, obj, change, **kwargs)
+        return type(form.__name__, (form,), {"can_start": request.user.has_perm(PERMISSIONS["start"])})
+
     def save_model(self, request: HttpRequest, obj: Schedule, form: Any, change: bool) -> None:
+        if form.sets_runs:
+            obj.changed_by = admin_actor(request)  # the runs it starts name who chose them
         super().save_model(request, obj, form, change)
         ensure_scheduler()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 from django.core.serializers.json import DjangoJSONEncoder
@@ -26,6 +27,7 @@ from maintenance_tasks.status import (
     RunStatus,
     can_transition,
 )
+from maintenance_tasks.writelock import write_when_free
 
 from .tasks import Task
 
@@ -149,8 +151,10 @@ class Run(models.Model):
     def eta(self) -> timedelta | None:
         """Return the expected time left, from the rate so far."""
         rate = self.rate
-        if not rate or self.tick_total is None or self.status in COMPLETED_STATUSES:
-            return None
+        if not rate or not self.tick_total or self.status in COMPLETED_STATUSES:
+            return None  # no total (or 0: more items came than were counted) gives no time left
+        if self.tick_count > self.tick_total:
+            return None  # more items than counted: how many are left is unknown
         return timedelta(seconds=max(0, self.tick_total - self.tick_count) / rate)
 
     # -- the one writer of ``status`` -----------------------------------------------------
@@ -197,12 +201,16 @@ class Run(models.Model):
             if old not in targets:
                 raise InvalidTransition(self.pk, old, "", action)
             try:
-                self.transition_to(targets[RunStatus(old)], action=action)
+                write_when_free(partial(self._request_once, old, targets[RunStatus(old)], action, actor))
             except ConcurrentChange:
                 continue
-            RunEvent.objects.log(self, action, old, self.status, actor)
             return self
         raise ConcurrentChange(f"Run {self.pk} kept changing; try again.")
+
+    def _request_once(self, old: str, new: str, action: str, actor: dict[str, Any]) -> None:
+        """Move the run from ``old`` to ``new`` and record who asked, in one transaction."""
+        self.transition_to(new, action=action)
+        RunEvent.objects.log(self, action, old, self.status, actor)
 
     def pause(self, *, actor: dict[str, Any] | None = None) -> Run:
         """Ask the run to pause: at once if nothing runs it, else after the current batch."""
@@ -236,8 +244,12 @@ class Run(models.Model):
                 f"Run {self.pk} has been {old} for {waited:.0f}s: it can be forced only after "
                 f"STUCK_AFTER ({app_settings.STUCK_AFTER:.0f}s)."
             )
-        self.transition_to(FORCE_TARGETS[RunStatus(old)], attempt=F("attempt") + 1, action="force it")
-        RunEvent.objects.log(self, "force", old, self.status, actor, attempt=self.attempt)
+
+        def force() -> None:
+            self.transition_to(FORCE_TARGETS[RunStatus(old)], attempt=F("attempt") + 1, action="force it")
+            RunEvent.objects.log(self, "force", old, self.status, actor, attempt=self.attempt)
+
+        write_when_free(force)
         return self
 
     def available_actions(self) -> list[str]:

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from django.core.exceptions import ValidationError
+from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
@@ -51,6 +52,8 @@ class Schedule(models.Model):
     # The processor path of a code schedule (NULL for the admin's): unique, so that deploy hooks
     # syncing at once on several hosts create one schedule, not two.
     code_processor = models.CharField(max_length=255, null=True, blank=True, unique=True, editable=False)
+    # Who last set what it runs and when (the admin actor): the runs it starts name them.
+    changed_by = models.JSONField(_("changed by"), default=dict, blank=True, encoder=DjangoJSONEncoder)
     created_at = models.DateTimeField(_("created"), auto_now_add=True)
     updated_at = models.DateTimeField(_("updated"), auto_now=True)
 

@@ -8,9 +8,10 @@
     container.dataset.active = state.active ? "true" : "false";
     container.querySelectorAll("[data-field]").forEach(function (element) {
       const name = element.dataset.field;
-      if (name === "percent") {
-        if (state.percent === null) element.removeAttribute("value");
-        else element.value = state.percent;
+      if (name === "bar") {
+        // null: a run moving without a total (an animated bar); a stopped run's bar stays still.
+        if (state.bar === null) element.removeAttribute("value");
+        else element.value = state.bar;
       } else if (name === "status_label") {
         element.textContent = state.status_label;
         element.className = "mt-status mt-status-" + state.status;

@@ -9,6 +9,7 @@ from decimal import Decimal
 from typing import Literal
 
 from django.core.exceptions import ValidationError
+from django.db import connection
 from django.db.models import F
 
 from maintenance_tasks import Processor
@@ -432,3 +433,26 @@ class CleanFails(Processor):
 
     def process(self):
         Seen.objects.create(value="clean-fails")
+
+
+# -- the admin, permissions and what pages show (i12c) -------------------------------------------
+
+
+class SlowCount(Processor):
+    """Touch nothing; its count() takes ``seconds`` in the database first (for COUNT_TIMEOUT)."""
+
+    seconds: float = 2.0
+
+    def collection(self):
+        return Item.objects.all()
+
+    def count(self):
+        with connection.cursor() as cursor:
+            if connection.vendor == "postgresql":
+                cursor.execute("SELECT pg_sleep(%s)", [self.seconds])
+            elif connection.vendor == "mysql":
+                cursor.execute("SELECT SLEEP(%s)", [self.seconds])
+        return Item.objects.count()
+
+    def process(self, item):
+        pass

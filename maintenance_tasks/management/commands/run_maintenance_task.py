@@ -17,7 +17,7 @@ from maintenance_tasks.models import Run
 from maintenance_tasks.parameters import loads
 from maintenance_tasks.progress import ProgressBar, ProgressLog, describe
 from maintenance_tasks.runner import Runner
-from maintenance_tasks.status import RunStatus
+from maintenance_tasks.status import COMPLETED_STATUSES, RESUMABLE_STATUSES, RunStatus
 from maintenance_tasks.stopping import StopOnSignal
 
 BAD_INPUT, ERRORED, STOPPED = 2, 1, 3
@@ -139,6 +139,13 @@ class Command(BaseCommand):
         finally:
             progress.close()
         Runner.release_slot()  # the slot this run held (MAX_CONCURRENT_RUNS) goes to a run waiting for one
+        run.refresh_from_db(fields=["status", "attempt", "tick_count"])
+        if run.attempt != engine.token and run.status not in RESUMABLE_STATUSES | COMPLETED_STATUSES:
+            raise CommandError(
+                f"Run {run.pk} was taken over by another executor (now {run.status}); this process stopped "
+                f"at {run.tick_count:,} items. Nothing to resume here.",
+                returncode=STOPPED,
+            )
         if run.status == RunStatus.SUCCEEDED:
             if verbosity:
                 self.stdout.write(self.style.SUCCESS(f"{describe(run)}. Succeeded in {run.time_running:.1f}s."))

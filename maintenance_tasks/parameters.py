@@ -124,7 +124,15 @@ class DecimalParameterField(StrictNumberMixin, forms.DecimalField):
     pass
 
 
-class ListField(forms.Field):
+class ContainerField(forms.Field):
+    """A field whose empty value (``[]``, ``{}``) is a value: only a missing one is refused."""
+
+    def validate(self, value: Any) -> None:
+        if value is None and self.required:
+            raise ValidationError(self.error_messages["required"], code="required")
+
+
+class ListField(ContainerField):
     """A list of values: a JSON list, a JSON array string, or one value per line or comma."""
 
     widget = forms.Textarea(attrs={"rows": 3})
@@ -154,18 +162,13 @@ class ListField(forms.Field):
             raise ValidationError(errors, code="invalid")
         return items
 
-    def validate(self, value: Any) -> None:
-        """Refuse only a missing list: an empty list is a value."""
-        if value is None and self.required:
-            raise ValidationError(self.error_messages["required"], code="required")
-
     def prepare_value(self, value: Any) -> Any:
         if isinstance(value, list):
             return "\n".join(str(item) for item in value)
         return value
 
 
-class DictField(forms.Field):
+class DictField(ContainerField):
     """A JSON object, given as a dict or as JSON text."""
 
     widget = forms.Textarea(attrs={"rows": 4})
@@ -178,11 +181,6 @@ class DictField(forms.Field):
         if not isinstance(value, dict):
             raise ValidationError("Enter a JSON object.", code="invalid")
         return value
-
-    def validate(self, value: Any) -> None:
-        """Refuse only a missing object: an empty object is a value."""
-        if value is None and self.required:
-            raise ValidationError(self.error_messages["required"], code="required")
 
     def prepare_value(self, value: Any) -> Any:
         if isinstance(value, dict):

@@ -115,18 +115,22 @@ def test_a_worker_runs_the_scheduler_with_no_extra_process(manage):
     worker_env = {**ENV, "MAINTENANCE_SCHEDULER_INTERVAL": "0.5"}
     with override_settings(TASKS={"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}):
         assert ensure_scheduler() is True
-    due = timezone.now() + timedelta(seconds=2)
-    schedules = due_schedules(3, run_at=due, next_run_at=due)
+    ticks = DBTaskResult.objects.filter(task_path=scheduler_tick.module_path)
     manage("db_worker", "--no-reload", "--no-startup-delay", "--interval", "0.05", "-v0", **worker_env)
+    # The schedules come once the chain's first tick is over, so that a later tick, enqueued by
+    # that one, starts them. (Due before the worker was up, the first tick would start them and
+    # their runs could end before the second tick ran.)
+    wait_for(lambda: ticks.filter(status="SUCCESSFUL").exists(), timeout=60, interval=0.1)
+    due = timezone.now() + timedelta(seconds=1)
+    schedules = due_schedules(3, run_at=due, next_run_at=due)
     queued = []
 
     def all_ran():
-        ticks = DBTaskResult.objects.filter(task_path=scheduler_tick.module_path)
         queued.append(ticks.filter(status="READY").count())
         return not Run.objects.exclude(status="succeeded").exists() and Run.objects.count() == len(schedules)
 
     wait_for(all_ran, timeout=90, interval=0.1)
     assert_each_started_once(schedules)
     assert max(queued) == 1  # one job of the chain queued at a time
-    done = DBTaskResult.objects.filter(task_path=scheduler_tick.module_path, status="SUCCESSFUL").count()
+    done = ticks.filter(status="SUCCESSFUL").count()
     assert done >= 2  # it went on by itself

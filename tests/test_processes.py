@@ -12,7 +12,7 @@ import pytest
 from maintenance_tasks.models import Run, Task
 from maintenance_tasks.status import RunStatus
 from testproject.testapp.models import Item
-from tests.conftest import ROOT, child_env, on_sqlite, wait_for
+from tests.conftest import ROOT, child_env, deadline, on_sqlite, wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.processes]
 
@@ -192,7 +192,7 @@ def test_processes_racing_to_start_the_same_task_start_one_run():
             )
             for _ in range(4)
         ]
-        outputs = [process.communicate(timeout=60) for process in processes]
+        outputs = [process.communicate(timeout=deadline(60)) for process in processes]
         results = [out.split()[0] if out else err for out, err in outputs]
         assert sorted(results) == ["created", "refused", "refused", "refused"], outputs
     assert Task.objects.count() == 3

@@ -28,7 +28,7 @@ from maintenance_tasks.models import Run, RunEvent
 from maintenance_tasks.status import RunStatus
 from testproject.testapp.models import BatchLog, Item
 
-from .conftest import ROOT, active_runs_lines, child_env, wait_for
+from .conftest import ROOT, active_runs_lines, child_env, deadline, wait_for
 
 pytestmark = [pytest.mark.processes, pytest.mark.django_db(transaction=True)]
 
@@ -103,7 +103,7 @@ class Worker:
         for pid in [self.process.pid, *self.horses()]:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-        self.process.wait(timeout=30)
+        self.process.wait(timeout=deadline(30))
 
     def alive(self) -> bool:
         return self.process.poll() is None
@@ -195,7 +195,7 @@ def test_rq_workers_go_on_through_kill_sigterm_and_duplicate_jobs(redis_db):
             worker, stopped_run = wait_for(pool.at_work, timeout=60)
             worker.process.send_signal(signal.SIGTERM)
             sent = time.monotonic()
-            assert worker.process.wait(timeout=60) == 0, worker.output()
+            assert worker.process.wait(timeout=deadline(60)) == 0, worker.output()
             print(f"rqworker: SIGTERM to exit with a slice in progress: {time.monotonic() - sent:.2f}s")  # noqa: T201
             pool.start()
 
@@ -243,7 +243,7 @@ def test_an_rq_heroku_worker_stops_the_slice_after_its_batch_on_sigterm(redis_db
             horses = worker.horses()
             worker.process.send_signal(signal.SIGTERM)
             sent = time.monotonic()
-            assert worker.process.wait(timeout=60) == 0, worker.output()
+            assert worker.process.wait(timeout=deadline(60)) == 0, worker.output()
             print(f"rqworker (HerokuWorker): SIGTERM to exit with a slice in progress: {time.monotonic() - sent:.2f}s")  # noqa: T201
             # The horse (a child of the worker, beside its scheduler) gave it back itself, not waiting for the slice.
             assert [action for action, _ in run.events.values_list("action", "detail__pid")] == [

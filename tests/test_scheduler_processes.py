@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from maintenance_tasks.models import Run, Schedule
 
-from .conftest import ROOT, child_env, wait_for
+from .conftest import ROOT, child_env, deadline, wait_for
 from .factories import TaskFactory
 
 pytestmark = [pytest.mark.processes, pytest.mark.django_db(transaction=True)]
@@ -66,7 +66,7 @@ def test_racing_ticks_start_each_due_run_exactly_once(tmp_path):
     try:
         wait_for(lambda: all(ready.exists() for ready, _ in racers), timeout=60)
         barrier.touch()  # all at once
-        outputs = [process.communicate(timeout=120) for _, process in racers]
+        outputs = [process.communicate(timeout=deadline(120)) for _, process in racers]
     finally:
         for _, process in racers:
             if process.poll() is None:

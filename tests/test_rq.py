@@ -35,14 +35,17 @@ pytestmark = [pytest.mark.processes, pytest.mark.django_db(transaction=True)]
 S = RunStatus
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
 QUEUES = ["default", "heavy"]
-RUNS, ITEMS_PER_RUN, WORKERS = 50, 60, 2
-SETTINGS = {"TICK_INTERVAL": 0.1, "STALE_AFTER": 2.0, "SLICE_SECONDS": 0.1}
+# Two runs per worker, each about 3 s of work: as in test_background.py, many more runs per
+# worker left each one waiting longer than STALE_AFTER, and watchdogs flooded the queue.
+WORKERS = 2
+RUNS, ITEMS_PER_RUN, DELAY = 2 * WORKERS, 600, 0.05
+SETTINGS = {"TICK_INTERVAL": 0.1, "STALE_AFTER": 2.0, "SLICE_SECONDS": 0.3}
 WORKER_ENV = {
     "TASKS_BACKEND": "rq",
     "REDIS_URL": REDIS_URL,
     "MAINTENANCE_TICK_INTERVAL": "0.1",
     "MAINTENANCE_STALE_AFTER": "2",
-    "MAINTENANCE_SLICE_SECONDS": "0.1",
+    "MAINTENANCE_SLICE_SECONDS": "0.3",
     "DJANGO_DEBUG": "false",
 }
 RQ_SETTINGS = {
@@ -150,7 +153,9 @@ class Pool:
             job = Job.fetch(job_id, connection=client)
             if job.func_name != perform_run.module_path:
                 continue
-            run = Run.objects.filter(pk=job.args[0], status=S.RUNNING, tick_count__gt=0).first()
+            # The job that claimed the run moved its token to attempt + 1 (a duplicate job did not).
+            run_id, attempt = job.args
+            run = Run.objects.filter(pk=run_id, attempt=attempt + 1, status=S.RUNNING, tick_count__gt=0).first()
             if run is not None:
                 return worker, run
         return None
@@ -169,7 +174,7 @@ def test_rq_workers_go_on_through_kill_sigterm_and_duplicate_jobs(redis_db):
     try:
         with override_settings(**RQ_SETTINGS, MAINTENANCE_TASKS=SETTINGS):
             runs = [
-                Runner.run("testproject.testapp.maintenance.LogShardBatches", {"shard": shard, "delay": 0.03})
+                Runner.run("testproject.testapp.maintenance.LogShardBatches", {"shard": shard, "delay": DELAY})
                 for shard in range(RUNS)
             ]
             assert {run.status for run in runs} == {S.ENQUEUED}
@@ -232,7 +237,7 @@ def test_an_rq_heroku_worker_stops_the_slice_after_its_batch_on_sigterm(redis_db
     The worker sends its work horse SIGRTMIN; the slice stops after its batch, the run is
     interrupted and given back to the queue, and another worker goes on with it.
     """
-    Item.objects.bulk_create(Item(value=0) for _ in range(ITEMS_PER_RUN))
+    Item.objects.bulk_create(Item(value=0) for _ in range(60))
     pool = Pool()
     env = {"MAINTENANCE_SLICE_SECONDS": "600"}  # a slice would outlast any grace period
     try:

@@ -12,6 +12,17 @@ from django.db import connection
 from maintenance_tasks.registry import registry
 
 ROOT = Path(__file__).resolve().parent.parent
+#: How much slower than a quiet machine this one may be: every deadline of the tests is scaled by it.
+TIME_FACTOR = float(os.environ.get("TEST_TIME_FACTOR") or 1)
+
+
+def deadline(seconds: float) -> float:
+    """Return ``seconds`` (a deadline on a quiet machine) scaled by TEST_TIME_FACTOR (default 1).
+
+    Every timeout of the tests goes through here, so that a slow or busy machine only needs a
+    larger factor. Tests wait for conditions (``wait_for``), never for fixed times.
+    """
+    return seconds * TIME_FACTOR
 
 
 def subprocess_database_url() -> str:
@@ -51,10 +62,11 @@ class Command:
 
     def kill(self) -> None:
         self.process.send_signal(signal.SIGKILL)
-        self.process.communicate(timeout=30)  # reap it and close its pipes
+        self.process.communicate(timeout=deadline(30))  # reap it and close its pipes
 
     def wait(self, timeout: float = 120) -> tuple[int, str, str]:
-        out, err = self.process.communicate(timeout=timeout)
+        """Wait for the command to end (``timeout`` is scaled by TEST_TIME_FACTOR)."""
+        out, err = self.process.communicate(timeout=deadline(timeout))
         return self.process.returncode, out, err
 
 
@@ -73,18 +85,22 @@ def manage():
         if command.process.poll() is None:
             command.process.kill()
         if command.process.stdout and not command.process.stdout.closed:
-            command.process.communicate(timeout=30)
+            command.process.communicate(timeout=deadline(30))
 
 
 def wait_for(predicate, timeout: float = 30.0, interval: float = 0.05):
-    """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` seconds,
+    scaled by TEST_TIME_FACTOR."""
+    seconds = deadline(timeout)
+    end = time.monotonic() + seconds
+    while True:
         value = predicate()
         if value:
             return value
+        if time.monotonic() >= end:
+            break
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {predicate}")
+    raise AssertionError(f"timed out after {seconds:g}s (TEST_TIME_FACTOR={TIME_FACTOR:g}) waiting for {predicate}")
 
 
 @pytest.fixture(autouse=True)

@@ -11,7 +11,7 @@ from maintenance_tasks.models import Run
 from maintenance_tasks.status import RunStatus
 from testproject.testapp.models import Item, Seen
 
-from .conftest import ROOT, wait_for
+from .conftest import ROOT, deadline, wait_for
 from .factories import ItemFactory, RunFactory
 
 CHROMIUM = "/usr/bin/chromium"
@@ -64,13 +64,16 @@ def login(browser, live_server):
     contexts = []
 
     def open_page(username, *perms):
+        from playwright.sync_api import expect
+
         client = Client()
         client.force_login(make_user(username, *perms))
         context = browser.new_context(viewport={"width": 1280, "height": 900}, base_url=live_server.url)
         context.add_cookies([{"name": "sessionid", "value": client.cookies["sessionid"].value, "url": live_server.url}])
         contexts.append(context)
         page = context.new_page()
-        page.set_default_timeout(30_000)
+        page.set_default_timeout(deadline(30) * 1000)
+        expect.set_options(timeout=deadline(30) * 1000)
         return page
 
     yield open_page

@@ -26,18 +26,20 @@ from .conftest import active_runs_lines, wait_for
 pytestmark = [pytest.mark.processes, pytest.mark.django_db(transaction=True)]
 
 S = RunStatus
-ITEMS_PER_RUN = 60
-SETTINGS = {"CHECKPOINT_INTERVAL": 0.1, "STALE_AFTER": 2.0, "SLICE_SECONDS": 0.1}
+ITEMS_PER_RUN = 600  # 60 batches of 0.05 s: about 3 s of work per run
+SETTINGS = {"CHECKPOINT_INTERVAL": 0.1, "STALE_AFTER": 2.0, "SLICE_SECONDS": 0.3}
 WORKER_ENV = {
     "TASKS_BACKEND": "database",
     "MAINTENANCE_CHECKPOINT_INTERVAL": "0.1",
     "MAINTENANCE_STALE_AFTER": "2",
-    "MAINTENANCE_SLICE_SECONDS": "0.1",
+    "MAINTENANCE_SLICE_SECONDS": "0.3",
     "DJANGO_DEBUG": "false",
 }
 # Workers per database: SQLite has one writer at a time.
 WORKERS = {"postgresql": 4, "mysql": 2, "sqlite": 1}
-RUNS = {"postgresql": 50, "mysql": 50, "sqlite": 50}
+# Two runs per worker keep the test short; tests/test_load.py enqueues 1,000 runs at once. (With a
+# watchdog job per slice, many runs per worker used to flood the queue with watchdogs.)
+RUNS = {vendor: 2 * workers for vendor, workers in WORKERS.items()}
 
 
 class Pool:
@@ -74,7 +76,9 @@ class Pool:
         live = self.live()
         for job in jobs:
             worker_id = job.worker_ids[-1]
-            run = Run.objects.filter(pk=job.args_kwargs["args"][0], status=S.RUNNING, tick_count__gt=0).first()
+            run_id, attempt = job.args_kwargs["args"]
+            # The job that claimed the run moved its token to attempt + 1 (a duplicate job did not).
+            run = Run.objects.filter(pk=run_id, attempt=attempt + 1, status=S.RUNNING, tick_count__gt=0).first()
             if worker_id in live and run is not None:
                 return worker_id, run
         return None
@@ -104,7 +108,7 @@ def describe_active(pool):
 def seed(runs):
     Item.objects.bulk_create(Item(value=shard) for shard in range(runs) for _ in range(ITEMS_PER_RUN))
     return [
-        Runner.run("testproject.testapp.maintenance.LogShardBatches", {"shard": shard, "delay": 0.03})
+        Runner.run("testproject.testapp.maintenance.LogShardBatches", {"shard": shard, "delay": 0.05})
         for shard in range(runs)
     ]
 
@@ -149,7 +153,7 @@ def test_runs_go_on_through_kill_sigterm_and_duplicate_jobs(manage):
         stopped_run, stopped = hit_mid_slice(pool, sigterm, given_back)
 
         try:
-            wait_for(lambda: not Run.objects.active().exists(), timeout=90, interval=0.25)
+            wait_for(lambda: not Run.objects.active().exists(), timeout=120, interval=0.25)
         except AssertionError:
             pytest.fail(describe_active(pool))
         pool.stop_all()

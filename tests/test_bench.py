@@ -8,7 +8,7 @@ import sys
 import pytest
 from django.db import connection
 
-from .conftest import ROOT
+from .conftest import ROOT, deadline
 
 pytestmark = [
     pytest.mark.bench,
@@ -25,7 +25,7 @@ def test_engine_bench_prints_a_ratio_per_case():
         env=env,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=deadline(300),
         check=False,
     )
     assert result.returncode == 0, result.stderr

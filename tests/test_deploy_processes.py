@@ -20,7 +20,7 @@ from maintenance_tasks.models import DeployRecord, DeployState, Run
 from maintenance_tasks.status import RunStatus
 from testproject.testapp.models import Seen
 
-from .conftest import ROOT, child_env, wait_for
+from .conftest import ROOT, child_env, deadline, wait_for
 from .factories import RunFactory
 
 pytestmark = [pytest.mark.processes, pytest.mark.django_db(transaction=True)]
@@ -69,7 +69,7 @@ def hooks(tmp_path):
         start.touch()
         results = []
         for process in processes:
-            out, err = process.communicate(timeout=180)
+            out, err = process.communicate(timeout=deadline(180))
             results.append((process.returncode, out, err))
         return results
 
@@ -77,7 +77,7 @@ def hooks(tmp_path):
     for process in started:
         if process.poll() is None:
             process.kill()
-            process.communicate(timeout=30)
+            process.communicate(timeout=deadline(30))
 
 
 def runs(path):
@@ -180,6 +180,6 @@ def test_a_hook_waits_for_the_one_deciding_and_then_sees_its_run_succeeded():
         DeployRecord.objects.filter(pk=record.pk).update(run=run, state=DeployState.STARTED)
         second.start()
         wait_for(lambda: waiting_for_a_lock() or not second.is_alive())
-    second.join(timeout=60)
+    second.join(timeout=deadline(60))
     assert [(outcome.result, outcome.run) for outcome in outcomes] == [(deploy.DeployResult.DONE, run)]
     assert runs(ONCE) == [run]

@@ -6,14 +6,16 @@ import random
 import signal
 import sys
 import time
+from datetime import timedelta
 
 import pytest
 from django.db.models import F
+from django.utils import timezone
 
 from maintenance_tasks.models import Run, Task
 from maintenance_tasks.status import RunStatus
 from testproject.testapp.models import Item
-from tests.conftest import ROOT, child_env, on_sqlite, wait_for
+from tests.conftest import ROOT, child_env, deadline, on_sqlite, wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.processes]
 
@@ -74,7 +76,7 @@ def test_resume_of_a_running_run_waits_for_a_stale_heartbeat(manage, items):
     code, _, err = manage("run_maintenance_task", "--resume", str(run.pk)).wait()
     assert code == 2
     assert f"Run {run.pk} is running (last heartbeat" in err and "Traceback" not in err
-    time.sleep(0.3)
+    wait_for(lambda: timezone.now() - Run.objects.get(pk=run.pk).heartbeat_at > timedelta(seconds=0.3))
     code, out, err = manage("run_maintenance_task", "--resume", str(run.pk), MAINTENANCE_STALE_AFTER="0.2").wait()
     assert code == 0, err
     assert counts() == [1] * 600
@@ -163,10 +165,9 @@ def test_resume_of_a_finished_run_is_refused(manage):
 
 
 RACE = """
-import os, sys, time
+import os
 from maintenance_tasks.runner import Runner
 from maintenance_tasks.exceptions import RunAlreadyActive
-time.sleep(max(0.0, float(os.environ["START_AT"]) - time.time()))
 try:
     run = Runner.create("testproject.testapp.maintenance.RecordList", {"words": [os.environ["ROUND"]]})
     print("created", run.pk)
@@ -175,15 +176,15 @@ except RunAlreadyActive as error:
 """
 
 
-def test_processes_racing_to_start_the_same_task_start_one_run():
+def test_processes_racing_to_start_the_same_task_start_one_run(tmp_path):
     import subprocess
 
     for round_number in range(3):
-        start_at = time.time() + 2.5
-        env = child_env(START_AT=str(start_at), ROUND=str(round_number))
+        start = tmp_path / f"start-{round_number}"
+        env = child_env(ROUND=str(round_number))
         processes = [
             subprocess.Popen(
-                [sys.executable, "manage.py", "shell", "-v0", "-c", RACE],
+                [sys.executable, "-m", "tests.barrier", str(start), "shell", "-v0", "-c", RACE],
                 cwd=ROOT,
                 env=env,
                 stdout=subprocess.PIPE,
@@ -192,7 +193,14 @@ def test_processes_racing_to_start_the_same_task_start_one_run():
             )
             for _ in range(4)
         ]
-        outputs = [process.communicate(timeout=60) for process in processes]
+
+        def ready(start=start, processes=processes):
+            ended = any(process.poll() is not None for process in processes)  # failed: its output tells why
+            return ended or len(list(tmp_path.glob(f"{start.name}.ready.*"))) == len(processes)
+
+        wait_for(ready, timeout=120)  # all four go at once, each set up and connected: no head start
+        start.touch()
+        outputs = [process.communicate(timeout=deadline(60)) for process in processes]
         results = [out.split()[0] if out else err for out, err in outputs]
         assert sorted(results) == ["created", "refused", "refused", "refused"], outputs
     assert Task.objects.count() == 3

@@ -28,21 +28,23 @@ from maintenance_tasks.models import Run, RunEvent
 from maintenance_tasks.status import RunStatus
 from testproject.testapp.models import BatchLog, Item
 
-from .conftest import ROOT, active_runs_lines, child_env, wait_for
+from .conftest import ROOT, active_runs_lines, child_env, deadline, wait_for
 
 pytestmark = [pytest.mark.processes, pytest.mark.django_db(transaction=True)]
 
 S = RunStatus
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
 QUEUES = ["default", "heavy"]
-RUNS, ITEMS_PER_RUN, WORKERS = 50, 60, 2
-SETTINGS = {"CHECKPOINT_INTERVAL": 0.1, "STALE_AFTER": 2.0, "SLICE_SECONDS": 0.1}
+# Two runs per worker, each about 3 s of work, as in test_background.py.
+WORKERS = 2
+RUNS, ITEMS_PER_RUN, DELAY = 2 * WORKERS, 600, 0.05
+SETTINGS = {"CHECKPOINT_INTERVAL": 0.1, "STALE_AFTER": 2.0, "SLICE_SECONDS": 0.3}
 WORKER_ENV = {
     "TASKS_BACKEND": "rq",
     "REDIS_URL": REDIS_URL,
     "MAINTENANCE_CHECKPOINT_INTERVAL": "0.1",
     "MAINTENANCE_STALE_AFTER": "2",
-    "MAINTENANCE_SLICE_SECONDS": "0.1",
+    "MAINTENANCE_SLICE_SECONDS": "0.3",
     "DJANGO_DEBUG": "false",
 }
 RQ_SETTINGS = {
@@ -103,7 +105,7 @@ class Worker:
         for pid in [self.process.pid, *self.horses()]:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-        self.process.wait(timeout=30)
+        self.process.wait(timeout=deadline(30))
 
     def alive(self) -> bool:
         return self.process.poll() is None
@@ -150,7 +152,9 @@ class Pool:
             job = Job.fetch(job_id, connection=client)
             if job.func_name != perform_run.module_path:
                 continue
-            run = Run.objects.filter(pk=job.args[0], status=S.RUNNING, tick_count__gt=0).first()
+            # The job that claimed the run moved its token to attempt + 1 (a duplicate job did not).
+            run_id, attempt = job.args
+            run = Run.objects.filter(pk=run_id, attempt=attempt + 1, status=S.RUNNING, tick_count__gt=0).first()
             if run is not None:
                 return worker, run
         return None
@@ -169,7 +173,7 @@ def test_rq_workers_go_on_through_kill_sigterm_and_duplicate_jobs(redis_db):
     try:
         with override_settings(**RQ_SETTINGS, MAINTENANCE_TASKS=SETTINGS):
             runs = [
-                Runner.run("testproject.testapp.maintenance.LogShardBatches", {"shard": shard, "delay": 0.03})
+                Runner.run("testproject.testapp.maintenance.LogShardBatches", {"shard": shard, "delay": DELAY})
                 for shard in range(RUNS)
             ]
             assert {run.status for run in runs} == {S.ENQUEUED}
@@ -195,7 +199,7 @@ def test_rq_workers_go_on_through_kill_sigterm_and_duplicate_jobs(redis_db):
             worker, stopped_run = wait_for(pool.at_work, timeout=60)
             worker.process.send_signal(signal.SIGTERM)
             sent = time.monotonic()
-            assert worker.process.wait(timeout=60) == 0, worker.output()
+            assert worker.process.wait(timeout=deadline(60)) == 0, worker.output()
             print(f"rqworker: SIGTERM to exit with a slice in progress: {time.monotonic() - sent:.2f}s")  # noqa: T201
             pool.start()
 
@@ -232,7 +236,7 @@ def test_an_rq_heroku_worker_stops_the_slice_after_its_batch_on_sigterm(redis_db
     The worker sends its work horse SIGRTMIN; the slice stops after its batch, the run is
     interrupted and given back to the queue, and another worker goes on with it.
     """
-    Item.objects.bulk_create(Item(value=0) for _ in range(ITEMS_PER_RUN))
+    Item.objects.bulk_create(Item(value=0) for _ in range(60))
     pool = Pool()
     env = {"MAINTENANCE_SLICE_SECONDS": "600"}  # a slice would outlast any grace period
     try:
@@ -243,7 +247,7 @@ def test_an_rq_heroku_worker_stops_the_slice_after_its_batch_on_sigterm(redis_db
             horses = worker.horses()
             worker.process.send_signal(signal.SIGTERM)
             sent = time.monotonic()
-            assert worker.process.wait(timeout=60) == 0, worker.output()
+            assert worker.process.wait(timeout=deadline(60)) == 0, worker.output()
             print(f"rqworker (HerokuWorker): SIGTERM to exit with a slice in progress: {time.monotonic() - sent:.2f}s")  # noqa: T201
             # The horse (a child of the worker, beside its scheduler) gave it back itself, not waiting for the slice.
             assert [action for action, _ in run.events.values_list("action", "detail__pid")] == [

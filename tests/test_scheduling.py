@@ -314,7 +314,7 @@ def database_backend(settings):
     settings.TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}
 
 
-def queued_ticks():
+def queued_passes():
     from django_tasks_db.models import DBTaskResult
 
     from maintenance_tasks.scheduling import scheduler_job
@@ -328,13 +328,13 @@ def test_the_scheduler_job_chain_keeps_one_live_job(database_backend):
 
     assert ensure_scheduler() is True
     assert ensure_scheduler() is False  # alive: no second chain
-    [token] = queued_ticks()
+    [token] = queued_passes()
     make_schedule(now=timezone.now(), cron="0 3 * * *")
 
     assert scheduler_job.call(token).startswith("started 0")
-    assert queued_ticks() == [token, token + 1]  # the job just performed is still READY: we called it
+    assert queued_passes() == [token, token + 1]  # the job just performed is still READY: we called it
     assert scheduler_job.call(token) == "superseded"  # a duplicate does nothing, enqueues nothing
-    assert queued_ticks() == [token, token + 1]
+    assert queued_passes() == [token, token + 1]
     chain = JobChain.objects.get(name="scheduler")
     assert chain.token == token + 1
     assert chain.next_run_at <= timezone.now() + timedelta(seconds=60)
@@ -343,7 +343,7 @@ def test_the_scheduler_job_chain_keeps_one_live_job(database_backend):
     JobChain.objects.filter(name="scheduler").update(next_run_at=timezone.now() - timedelta(hours=1))
     assert ensure_scheduler() is True
     assert scheduler_job.call(token + 1) == "superseded"
-    assert queued_ticks() == [token, token + 1, token + 2]
+    assert queued_passes() == [token, token + 1, token + 2]
 
 
 def test_no_chain_with_a_backend_that_runs_jobs_in_process():

@@ -14,7 +14,7 @@ import pytest
 from django.db import connection
 from django.test import override_settings
 
-from .conftest import ROOT, child_env
+from .conftest import ROOT, child_env, deadline
 
 pytestmark = [
     pytest.mark.processes,
@@ -37,7 +37,7 @@ def test_a_thousand_runs_at_once_all_end_without_starving_the_queue():
     for name in [key for key in env if key.startswith("MAINTENANCE_")]:
         del env[name]  # default settings
     with override_settings(TASKS={"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}):
-        figures = bench.measure(1000, workers=2, env=env, timeout=900)
+        figures = bench.measure(1000, workers=2, env=env, timeout=deadline(900))
     report = "\n".join(figures.lines())
     assert figures.statuses == {"succeeded": 1000}, report
     assert figures.rows_not_once == 0, report

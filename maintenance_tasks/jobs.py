@@ -20,7 +20,7 @@ from collections import deque
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import transaction
+from django.db import connections, transaction
 from django.db.models import F
 from django.tasks import Task, TaskResultStatus, task
 from django.tasks.backends.immediate import ImmediateBackend
@@ -286,6 +286,11 @@ def _perform_slice_safely(run_id: int, attempt: int, slices: _Slices) -> str:
         return _perform_slice(run_id, attempt, slices)
     except Exception:
         logger.exception("Run %s: the slice of attempt %s failed; the watchdog recovers the run.", run_id, attempt)
+        # A connection the server dropped: close it, so that the worker's next query opens a new one
+        # instead of failing on it (db_worker died of that, after a slice in autocommit mode).
+        for db in connections.all(initialized_only=True):
+            if db.connection is not None and not db.in_atomic_block and not db.is_usable():
+                db.close()
         return "failed"
 
 

@@ -1,6 +1,6 @@
-"""A foreground run whose database connection is lost (PostgreSQL: the server terminates its backend).
+"""Runs whose database connection is lost (PostgreSQL: the server terminates their backends).
 
-The child ``run_maintenance_task`` connects with its own ``application_name``, so the test terminates
+The child (``run_maintenance_task`` or ``db_worker``) connects with its own ``application_name``, so the test terminates
 that process's connections only, and only in this test database (other suites share the server).
 """
 
@@ -8,17 +8,22 @@ import os
 
 import pytest
 from django.db import connection
+from django.test import override_settings
 
+from maintenance_tasks import Runner
 from maintenance_tasks.models import Run
 from maintenance_tasks.status import RunStatus
 from testproject.testapp.models import Item
 
 from .conftest import subprocess_database_url, wait_for
+from .test_background import SETTINGS, WORKER_ENV
+from .workers import Workers
 
 pytestmark = [pytest.mark.processes, pytest.mark.django_db(transaction=True)]
 
 S = RunStatus
 ITEMS = 600
+IN_PROGRESS = [S.ENQUEUED, S.RUNNING]
 
 
 def terminate(application_name: str) -> int:
@@ -80,4 +85,43 @@ def test_lost_connection_leaves_the_run_interrupted_and_resume_finishes_it(manag
         assert times == [1] * ITEMS  # atomic batches: the one in progress was rolled back, done once after
     else:
         # Autocommit: items since the last checkpoint may be done again (at least once), none skipped.
+        assert min(times) == 1 and max(times) <= 2, times
+
+
+@pytest.mark.parametrize("name", ["IncrementItems", "IncrementItemsAutocommit"])
+def test_lost_connection_of_a_db_worker_the_run_is_recovered_and_the_worker_goes_on(manage, tmp_path, name):
+    """The server terminates a db_worker's connections in the middle of a slice: the run is not errored;
+    the watchdog recovers it after STALE_AFTER and the same worker, still alive, finishes it.
+
+    Before (up to fe98360, found by this test): an atomic run was left ``errored`` (as in the
+    foreground). In autocommit mode the connection stayed broken after the slice, db_worker failed
+    to record the job and died of it, and with no other worker the run stayed ``running`` forever.
+    """
+    if connection.vendor != "postgresql":
+        pytest.skip("terminating a backend is PostgreSQL's (pg_terminate_backend)")
+    Item.objects.bulk_create(Item() for _ in range(ITEMS))
+    application_name = f"wtrobust-worker-{os.getpid()}-{name}"
+    url = f"{subprocess_database_url()}?application_name={application_name}"
+    with override_settings(
+        TASKS={"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}, MAINTENANCE_TASKS=SETTINGS
+    ):
+        run = Runner.run(f"testproject.testapp.maintenance.{name}", {"delay": 0.005})
+    env = {**WORKER_ENV, "MAINTENANCE_SLICE_SECONDS": "60", "DATABASE_URL": url}
+    with Workers(tmp_path, **env) as workers:
+        worker = workers.start()
+        wait_for(lambda: Run.objects.filter(pk=run.pk, status=S.RUNNING, tick_count__gte=20).exists(), timeout=60)
+        assert terminate(application_name) >= 1
+        try:
+            wait_for(lambda: Run.objects.get(pk=run.pk).status not in IN_PROGRESS, timeout=120, interval=0.2)
+        except AssertionError:
+            pytest.fail(workers.describe())
+        assert worker.alive(), workers.describe()
+    run.refresh_from_db()
+    assert (run.status, run.tick_count, run.error_class) == (S.SUCCEEDED, ITEMS, "")
+    recovered = run.events.get(action="recovered")
+    assert (recovered.from_status, recovered.to_status, recovered.source) == (S.RUNNING, S.ENQUEUED, "watchdog")
+    times = list(Item.objects.order_by("pk").values_list("times_processed", flat=True))
+    if name == "IncrementItems":
+        assert times == [1] * ITEMS
+    else:
         assert min(times) == 1 and max(times) <= 2, times

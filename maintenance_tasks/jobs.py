@@ -180,7 +180,11 @@ def enqueue_each(runs: list[Run]) -> None:
 
 
 def job_waiting(run: Run) -> bool:
-    """Return whether the run's job is still queued or running (so no other one is needed)."""
+    """Return whether the run's job is still queued or running (so no other one is needed).
+
+    A job that runs claims its run first thing: one still running while the run has stayed
+    enqueued for STALE_AFTER died before its claim (db_worker never ends a dead worker's jobs).
+    """
     if not run.job_id:
         return False
     backend = perform_run.get_backend()
@@ -190,7 +194,9 @@ def job_waiting(run: Run) -> bool:
         status = backend.get_result(run.job_id).status
     except TaskResultDoesNotExist:
         return False
-    return status in (TaskResultStatus.READY, TaskResultStatus.RUNNING)
+    if status == TaskResultStatus.RUNNING:
+        return (timezone.now() - run.updated_at).total_seconds() < app_settings.STALE_AFTER
+    return status == TaskResultStatus.READY
 
 
 def recover(*, actor: dict[str, Any] | None = None, now: Any = None) -> list[Run]:

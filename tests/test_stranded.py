@@ -8,9 +8,10 @@ first, rather than by trying to land a SIGKILL in a window of a few milliseconds
 """
 
 import signal
+import threading
 
 import pytest
-from django.db import connection
+from django.db import connection, connections, transaction
 from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
 
@@ -139,3 +140,94 @@ def test_resume_of_a_paused_run_whose_processor_is_gone_exits_2_and_leaves_it_pa
     run.refresh_from_db()
     assert (run.status, run.attempt, run.cursor, run.error_class) == (S.PAUSED, 1, "[7]", "")
     assert not run.events.exists()
+
+
+def blocked_claims() -> list:
+    """Return the server's ids of the sessions of this test database whose UPDATE of a run waits on a lock."""
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                " AND wait_event_type = 'Lock' AND query LIKE 'UPDATE \"maintenance_tasks_run\"%%'"
+            )
+        else:
+            cursor.execute(
+                "SELECT id FROM information_schema.processlist WHERE db = DATABASE() AND id <> CONNECTION_ID()"
+                " AND info LIKE 'UPDATE `maintenance_tasks_run`%%'"
+            )
+        return [session for (session,) in cursor.fetchall()]
+
+
+def end_blocked_claims() -> None:
+    """End the sessions whose UPDATE of a run waits on a lock (only in this test database)."""
+    with connection.cursor() as cursor:
+        for session in blocked_claims():
+            if connection.vendor == "postgresql":
+                cursor.execute("SELECT pg_terminate_backend(%s)", [session])
+            else:
+                cursor.execute(f"KILL {int(session)}")
+
+
+def test_a_run_whose_db_worker_died_before_claiming_it_is_recovered(manage, tmp_path, items):
+    """A db_worker SIGKILLed after it took the run's job but before it claimed the run: the job stays
+    RUNNING forever (django-tasks-db never ends the jobs of dead workers) and the run ``enqueued``.
+    After STALE_AFTER, recovery takes that job for dead and enqueues another one; a new worker
+    finishes the run, each row once.
+
+    The test holds the run's row lock (from a thread, on its own connection) so that the worker's
+    claim waits on it, kills the worker then, and ends its session (the server would otherwise
+    perform the dead client's claim once the lock is released): the exact state, made by real
+    processes.
+
+    Before: a job RUNNING counted as waiting for ever, so recovery never enqueued another one and
+    ``--resume`` refused the run without ``--force``: the run stayed ``enqueued`` for good.
+    """
+    if connection.vendor == "sqlite":
+        pytest.skip("SQLite has one writer: the worker could not even take its job while the lock is held")
+    if connection.vendor == "mysql" and not connection.features.has_select_for_update_skip_locked:
+        pytest.skip("db_worker needs SELECT ... SKIP LOCKED")
+    from django.test import override_settings
+
+    from .workers import Workers
+
+    with override_settings(TASKS={"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}):
+        run = Runner.run(INCREMENT, {"delay": 0.0})
+    locked, release = threading.Event(), threading.Event()
+
+    def hold_the_row():
+        try:
+            with transaction.atomic():
+                Run.objects.select_for_update().get(pk=run.pk)
+                locked.set()
+                release.wait(120)
+        finally:
+            connections.close_all()
+
+    holder = threading.Thread(target=hold_the_row)
+    holder.start()
+    try:
+        assert locked.wait(30)
+        with Workers(tmp_path, **WORKER_ENV) as workers:
+            worker = workers.start()
+            wait_for(lambda: DBTaskResult.objects.filter(pk=run.job_id, status="RUNNING").exists(), timeout=60)
+            wait_for(blocked_claims, timeout=60)
+            worker.stop()  # SIGKILL, while its claim waits for the row lock
+            # The server would still perform the dead client's UPDATE once the lock is released.
+            end_blocked_claims()
+            wait_for(lambda: not blocked_claims(), timeout=30)
+    finally:
+        release.set()
+        holder.join(60)
+    run.refresh_from_db()
+    assert (run.status, run.attempt) == (S.ENQUEUED, 0)
+    assert DBTaskResult.objects.get(pk=run.job_id).status == "RUNNING"
+
+    wait_for(lambda: (timezone.now() - run.updated_at).total_seconds() > 1.5, timeout=10)
+    code, out, err = manage("recover_maintenance_runs", **WORKER_ENV).wait()
+    assert (code, out.strip()) == (0, f"Run {run.pk}: enqueued -> enqueued ({run.task})."), err
+    with Workers(tmp_path, **WORKER_ENV) as workers:
+        workers.start()
+        wait_for(lambda: Run.objects.get(pk=run.pk).status in (S.SUCCEEDED, S.ERRORED), timeout=60, interval=0.1)
+    run.refresh_from_db()
+    assert (run.status, run.tick_count) == (S.SUCCEEDED, 50)
+    assert counts() == [1] * 50

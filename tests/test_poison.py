@@ -56,6 +56,11 @@ IN_PROGRESS = [S.ENQUEUED, S.RUNNING, S.PAUSING, S.CANCELLING]
 
 
 def test_poison_runs_end_once_with_storable_errors_and_the_workers_go_on(manage, tmp_path):
+    """Twelve poison runs (six errors, atomic and autocommit) and a normal run behind them, on 1-2 db_workers.
+
+    Before: each poison run stayed ``running`` and was recovered and performed again without end
+    (see the module docstring); the autocommit items were done again at every round.
+    """
     if connection.vendor == "mysql" and not connection.features.has_select_for_update_skip_locked:
         pytest.skip("db_worker needs SELECT ... SKIP LOCKED")
     variants = [(kind, processor) for kind in EXPECTED for processor in ("PoisonItems", "PoisonItemsAutocommit")]

@@ -30,6 +30,10 @@ ITEMS, KILL_AT = 30, 15  # the killing item is the sixth of the second batch of 
 
 
 def test_a_run_that_kills_its_worker_is_errored_after_max_recoveries(manage, tmp_path):
+    """Three workers die on the run (the first execution and MAX_RECOVERIES = 2 recoveries), then it is errored.
+
+    Before: recovered and enqueued again after every death, for ever; every worker that took it died.
+    """
     if connection.vendor == "mysql" and not connection.features.has_select_for_update_skip_locked:
         pytest.skip("db_worker needs SELECT ... SKIP LOCKED")
     items = Item.objects.bulk_create(Item(value=7) for _ in range(ITEMS))

@@ -155,7 +155,8 @@ class Engine:
                 run.refresh_from_db()
                 return run
             except Exception as error:
-                if lost_connection(error, before):
+                retryable = self.processor is not None and isinstance(error, self.processor.retry_on)
+                if not retryable and lost_connection(error, before):
                     raise  # the caller reconnects (foreground), or the watchdog recovers the silent run
                 self._settle()
                 if self._retry(error):

@@ -88,6 +88,26 @@ def test_lost_connection_leaves_the_run_interrupted_and_resume_finishes_it(manag
         assert min(times) == 1 and max(times) <= 2, times
 
 
+def test_lost_connection_is_retried_when_the_processor_retries_on_database_errors(manage):
+    """A processor whose ``retry_on`` holds OperationalError keeps that choice: the foreground command goes
+    on from its cursor on a new connection after the delay, and the run succeeds, each row once."""
+    if connection.vendor != "postgresql":
+        pytest.skip("terminating a backend is PostgreSQL's (pg_terminate_backend)")
+    Item.objects.bulk_create(Item() for _ in range(ITEMS))
+    application_name = f"wtrobust-retry-{os.getpid()}"
+    url = f"{subprocess_database_url()}?application_name={application_name}"
+    command = manage("run_maintenance_task", "IncrementItemsRetryingOutages", "--arg", "delay=0.005", DATABASE_URL=url)
+    wait_for(lambda: Run.objects.filter(status=S.RUNNING, tick_count__gte=20).exists(), timeout=60)
+    assert terminate(application_name) >= 1
+    code, out, err = command.wait(timeout=120)
+    assert code == 0, (out, err)
+    run = Run.objects.get()
+    assert (run.status, run.tick_count, run.retries) == (S.SUCCEEDED, ITEMS, 1)
+    [retry] = run.events.filter(action="retry")
+    assert retry.detail["error_class"] == "django.db.utils.OperationalError"
+    assert list(Item.objects.values_list("times_processed", flat=True).distinct()) == [1]
+
+
 @pytest.mark.parametrize("name", ["IncrementItems", "IncrementItemsAutocommit"])
 def test_lost_connection_of_a_db_worker_the_run_is_recovered_and_the_worker_goes_on(manage, tmp_path, name):
     """The server terminates a db_worker's connections in the middle of a slice: the run is not errored;

@@ -10,6 +10,7 @@ from decimal import Decimal
 from typing import Literal
 
 from django.core.exceptions import ValidationError
+from django.db import InterfaceError, OperationalError
 from django.db.models import F
 
 from maintenance_tasks import Processor
@@ -59,6 +60,14 @@ class IncrementItemsAutocommit(IncrementItems):
     """Like IncrementItems, but each item commits on its own."""
 
     atomic = False
+
+
+class IncrementItemsRetryingOutages(IncrementItems):
+    """Like IncrementItems, but goes on from its cursor after a database error (a lost connection)."""
+
+    retry_on = (OperationalError, InterfaceError)
+    max_retries = 2
+    retry_backoff = 0.1
 
 
 class IncrementUUIDItems(Processor):

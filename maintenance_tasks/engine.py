@@ -22,7 +22,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-from django.db import transaction
+from django.db import InterfaceError, OperationalError, connections, router, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -52,6 +52,18 @@ RETRY = "retry"
 #: How the engine retries after an error in the processor's ``retry_on``: wait here (foreground),
 #: or hand the run back to go on in a slice after the delay, or at once (a backend without defer).
 SLEEP, DEFER, AT_ONCE = "sleep", "defer", "at_once"
+
+
+def lost_connection(error: Exception, before: Any) -> bool:
+    """Return whether the error is the loss of the runs' database connection, not the processor's own error.
+
+    ``before`` is the DB-API connection the walk began with. After a failed rollback (the server
+    went away) Django drops it and at once opens a new one, so a replaced connection is a lost one.
+    """
+    if not isinstance(error, OperationalError | InterfaceError):
+        return False
+    db = connections[router.db_for_write(Run)]
+    return (before is not None and db.connection is not before) or not db.is_usable()
 
 
 class Engine:
@@ -138,6 +150,7 @@ class Engine:
         """Walk the batches, retrying after the errors the processor allows; leave the run where it stopped."""
         run = self.run
         while True:
+            before = connections[router.db_for_write(Run)].connection
             try:
                 self._walk()
             except StaleAttempt:
@@ -145,6 +158,9 @@ class Engine:
                 run.refresh_from_db()
                 return run
             except Exception as error:
+                retryable = self.processor is not None and isinstance(error, self.processor.retry_on)
+                if not retryable and lost_connection(error, before):
+                    raise  # the caller reconnects (foreground), or the watchdog recovers the silent run
                 self._settle()
                 if self._retry(error):
                     if self.stop_reason is None:

@@ -20,7 +20,7 @@ from collections import deque
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import transaction
+from django.db import connections, transaction
 from django.db.models import F
 from django.tasks import Task, TaskResultStatus, task
 from django.tasks.backends.immediate import ImmediateBackend
@@ -182,7 +182,11 @@ def enqueue_each(runs: list[Run]) -> None:
 
 
 def job_waiting(run: Run) -> bool:
-    """Return whether the run's job is still queued or running (so no other one is needed)."""
+    """Return whether the run's job is still queued or running (so no other one is needed).
+
+    A job that runs claims its run first thing: one still running while the run has stayed
+    enqueued for STALE_AFTER died before its claim (db_worker never ends a dead worker's jobs).
+    """
     if not run.job_id:
         return False
     backend = perform_run.get_backend()
@@ -192,7 +196,9 @@ def job_waiting(run: Run) -> bool:
         status = backend.get_result(run.job_id).status
     except TaskResultDoesNotExist:
         return False
-    return status in (TaskResultStatus.READY, TaskResultStatus.RUNNING)
+    if status == TaskResultStatus.RUNNING:
+        return (timezone.now() - run.updated_at).total_seconds() < app_settings.STALE_AFTER
+    return status == TaskResultStatus.READY
 
 
 def recover(*, actor: dict[str, Any] | None = None, now: Any = None) -> list[Run]:
@@ -288,6 +294,11 @@ def _perform_slice_safely(run_id: int, attempt: int, slices: _Slices) -> str:
         return _perform_slice(run_id, attempt, slices)
     except Exception:
         logger.exception("Run %s: the slice of attempt %s failed; the watchdog recovers the run.", run_id, attempt)
+        # A connection the server dropped: close it, so that the worker's next query opens a new one
+        # instead of failing on it (db_worker died of that, after a slice in autocommit mode).
+        for db in connections.all(initialized_only=True):
+            if db.connection is not None and not db.in_atomic_block and not db.is_usable():
+                db.close()
         return "failed"
 
 

@@ -3,13 +3,14 @@
 import datetime
 import enum
 import os
+import signal
 import time
 import traceback
 from decimal import Decimal
 from typing import Literal
 
 from django.core.exceptions import ValidationError
-from django.db import connection
+from django.db import InterfaceError, OperationalError, connection
 from django.db.models import F
 
 from maintenance_tasks import Processor
@@ -59,6 +60,14 @@ class IncrementItemsAutocommit(IncrementItems):
     """Like IncrementItems, but each item commits on its own."""
 
     atomic = False
+
+
+class IncrementItemsRetryingOutages(IncrementItems):
+    """Like IncrementItems, but goes on from its cursor after a database error (a lost connection)."""
+
+    retry_on = (OperationalError, InterfaceError)
+    max_retries = 2
+    retry_backoff = 0.1
 
 
 class IncrementUUIDItems(Processor):
@@ -302,6 +311,70 @@ class DeployAlways(Processor):
 
     def process(self):
         Seen.objects.create(value="deploy-always")
+
+
+# -- processors that break their executor (tests/test_poison.py, tests/test_recoveries.py) ---------
+
+
+class UnprintableError(Exception):
+    """An error whose ``__str__`` raises."""
+
+    def __str__(self):
+        raise RuntimeError("this error cannot be printed")
+
+
+def poison(kind):
+    """Return the error a poisoned item raises: each one once broke the bookkeeping of a run."""
+    errors = {
+        "surrogate": lambda: Boom("bad byte \udcff in the message"),
+        "nul": lambda: Boom("a NUL \x00 in the message"),
+        "unprintable": lambda: UnprintableError("unprintable"),
+        "system_exit": lambda: SystemExit("the processor called sys.exit()"),
+        "keyboard_interrupt": lambda: KeyboardInterrupt(),
+        "huge": lambda: Boom("x" * 5_000_000),
+    }
+    return errors[kind]()
+
+
+class PoisonItems(Processor):
+    """Add one to the counter of the items whose ``value`` is ``shard``; the item ``fail_at`` raises the
+    error ``kind`` (see ``poison``) after its own update."""
+
+    batch_size = 10
+    shard: int
+    kind: Literal["surrogate", "nul", "unprintable", "system_exit", "keyboard_interrupt", "huge"]
+    fail_at: int
+
+    def collection(self):
+        return Item.objects.filter(value=self.shard)
+
+    def process(self, item):
+        Item.objects.filter(pk=item.pk).update(times_processed=F("times_processed") + 1)
+        if item.pk == self.fail_at:
+            raise poison(self.kind)
+
+
+class PoisonItemsAutocommit(PoisonItems):
+    """Like PoisonItems, but each item commits on its own: the counters show each item done once."""
+
+    atomic = False
+
+
+class KillOwnProcess(Processor):
+    """Add one to the counter of the items whose ``value`` is ``shard``, atomic batches; on the item
+    ``kill_at`` the process kills itself (SIGKILL), as the out-of-memory killer would."""
+
+    batch_size = 10
+    shard: int
+    kill_at: int
+
+    def collection(self):
+        return Item.objects.filter(value=self.shard)
+
+    def process(self, item):
+        if item.pk == self.kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+        Item.objects.filter(pk=item.pk).update(times_processed=F("times_processed") + 1)
 
 
 # -- the processors bench/engine.py compares with hand-written loops ------------------------

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-from django.db import InterfaceError, OperationalError, connections, router, transaction
+from django.db import connections, router, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -40,6 +40,7 @@ from .exceptions import (
 )
 from .heartbeat import GuardedWriter, Heartbeat
 from .models import Run, RunEvent
+from .outage import lost_connection
 from .processor import Processor
 from .sources import Batch, NoCollection, open_source
 from .status import EXECUTING_STATUSES, RunStatus
@@ -52,18 +53,6 @@ RETRY = "retry"
 #: How the engine retries after an error in the processor's ``retry_on``: wait here (foreground),
 #: or hand the run back to go on in a slice after the delay, or at once (a backend without defer).
 SLEEP, DEFER, AT_ONCE = "sleep", "defer", "at_once"
-
-
-def lost_connection(error: Exception, before: Any) -> bool:
-    """Return whether the error is the loss of the runs' database connection, not the processor's own error.
-
-    ``before`` is the DB-API connection the walk began with. After a failed rollback (the server
-    went away) Django drops it and at once opens a new one, so a replaced connection is a lost one.
-    """
-    if not isinstance(error, OperationalError | InterfaceError):
-        return False
-    db = connections[router.db_for_write(Run)]
-    return (before is not None and db.connection is not before) or not db.is_usable()
 
 
 class Engine:

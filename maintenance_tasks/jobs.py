@@ -157,22 +157,11 @@ def _fail_enqueue(run_id: int, attempt: int, error: Exception) -> None:
     message = f"The tasks backend refused the job: {error_class_name(error)}: {error_message(error)}"
     logger.error("Run %s: %s", run_id, message, exc_info=error)
     run = Run.objects.filter(pk=run_id, attempt=attempt, status=RunStatus.ENQUEUED).first()
-    if run is None:
-        return
-    try:
-        run.transition_to(
-            RunStatus.ERRORED,
-            token=attempt,
-            action="enqueue",
-            error_class=error_class_name(EnqueueFailed()),
-            error_message=message,
-            backtrace="",
+    if run is not None:
+        fields = {"error_class": error_class_name(EnqueueFailed()), "error_message": message, "backtrace": ""}
+        run.move_if_current(
+            RunStatus.ERRORED, token=attempt, action="enqueue_failed", actor={"source": "queue"}, **fields
         )
-    except (ConcurrentChange, InvalidTransition):
-        return  # it moved on meanwhile
-    RunEvent.objects.log(
-        run, "enqueue_failed", RunStatus.ENQUEUED, RunStatus.ERRORED, {"source": "queue"}, error=message
-    )
 
 
 def enqueue_each(runs: list[Run]) -> None:
@@ -342,15 +331,10 @@ def _perform_slice(run_id: int, attempt: int, slices: _Slices) -> str:
 def _interrupt(run_id: int, attempt: int) -> None:
     """Leave an enqueued run interrupted (resumable, visible) when no slice of it will come."""
     run = Run.objects.filter(pk=run_id, status=RunStatus.ENQUEUED, attempt=attempt).first()
-    if run is None:
-        return
-    try:
-        run.transition_to(RunStatus.INTERRUPTED, token=attempt, waiting_since=None)
-    except (ConcurrentChange, InvalidTransition):
-        return  # it moved on meanwhile
-    RunEvent.objects.log(
-        run, "interrupted", RunStatus.ENQUEUED, RunStatus.INTERRUPTED, {"source": "engine"}, attempt=attempt
-    )
+    if run is not None:
+        run.move_if_current(
+            RunStatus.INTERRUPTED, token=attempt, action="interrupted", actor={"source": "engine"}, waiting_since=None
+        )
 
 
 # -- the watchdog: one chain of jobs ---------------------------------------------------------------
@@ -381,15 +365,19 @@ def watchdog(token: int) -> str:
 
     One job of the chain is queued at a time (a duplicate or superseded job finds the token
     moved and does nothing). While no run is active the chain stops; the next enqueued run
-    starts it again. Each job also sends ``watchdog_ran``, on which the scheduler restarts its
+    starts it again. A job that fails is logged and the chain goes on. Each job also sends ``watchdog_ran``, on which the scheduler restarts its
     own chain if it died.
     """
     period = timedelta(seconds=watch_period())
     if not JobChain.advance(WATCHDOG, token, timezone.now() + period):
         return "superseded"
-    recovered = recover(actor={"source": "watchdog"})
-    enqueue_each(slots.freed())  # in case the slice meant to let them in was lost
-    watchdog_ran.send(sender=watchdog)
+    recovered: list[Run] = []
+    try:
+        recovered = recover(actor={"source": "watchdog"})
+        enqueue_each(slots.freed())  # in case the slice meant to let them in was lost
+        watchdog_ran.send(sender=watchdog)
+    except Exception:
+        logger.exception("The watchdog failed; the next one runs as planned.")
     if not Run.objects.active().exists():
         JobChain.reschedule(WATCHDOG, token + 1, None)
         return f"recovered {len(recovered)}; no active run: the chain stops"

@@ -199,12 +199,17 @@ def scheduler_job(token: int) -> str:
     """Run one scheduler pass, then enqueue the next one at the next due time (at most SCHEDULER_INTERVAL).
 
     Each job moves the token on before it works, so a duplicate or superseded job does
-    nothing and enqueues nothing: one job of the chain is queued at any time.
+    nothing and enqueues nothing: one job of the chain is queued at any time. A pass that
+    fails is logged and the chain goes on: the next pass may succeed.
     """
     interval = timedelta(seconds=app_settings.SCHEDULER_INTERVAL)
     if not JobChain.advance(SCHEDULER, token, timezone.now() + interval):
         return "superseded"
-    result = scheduler_pass()
+    try:
+        result = scheduler_pass()
+    except Exception:
+        logger.exception("The scheduler pass failed; the next one runs as planned.")
+        result = PassResult()
     if not can_defer(scheduler_job):
         return "done"
     now = timezone.now()

@@ -186,6 +186,16 @@ class Run(models.Model):
         if expressions:
             self.refresh_from_db(fields=expressions)
 
+    def move_if_current(self, new: RunStatus, *, token: int, action: str, actor: dict[str, Any], **fields: Any) -> bool:
+        """Move to ``new`` if the run still has its status and the attempt ``token``; log it; return whether it moved."""
+        old = self.status
+        try:
+            self.transition_to(new, token=token, action=action, **fields)
+        except (ConcurrentChange, InvalidTransition):
+            return False  # it moved on meanwhile
+        RunEvent.objects.log(self, action, old, new, actor, attempt=token)
+        return True
+
     # -- requests, built on transition_to (starting and resuming enqueue: see runner) --------
 
     def request(self, action: str, targets: dict[RunStatus, RunStatus], actor: dict[str, Any] | None = None) -> Run:

@@ -346,6 +346,21 @@ def test_the_scheduler_job_chain_keeps_one_live_job(database_backend):
     assert queued_passes() == [token, token + 1, token + 2]
 
 
+def test_the_scheduler_chain_goes_on_after_a_pass_that_fails(database_backend, monkeypatch, caplog):
+    from maintenance_tasks import scheduling
+
+    assert scheduling.ensure_scheduler() is True
+    [token] = queued_passes()
+
+    def broken(now=None):
+        raise RuntimeError("the database hiccuped")
+
+    monkeypatch.setattr(scheduling, "scheduler_pass", broken)
+    assert scheduling.scheduler_job.call(token).startswith("started 0")
+    assert queued_passes() == [token, token + 1]  # the next pass is enqueued all the same
+    assert "The scheduler pass failed" in caplog.text
+
+
 def test_no_chain_with_a_backend_that_runs_jobs_in_process():
     from maintenance_tasks.scheduling import ensure_scheduler
 

@@ -43,7 +43,9 @@ def test_wrong_settings_are_reported(settings, value, expected):
     assert ids(value, settings) == expected
 
 
-@pytest.mark.parametrize(("old", "new"), [("STUCK_RUN_AFTER", "OVERDUE_AFTER"), ("TICK_INTERVAL", "CHECKPOINT_INTERVAL")])
+@pytest.mark.parametrize(
+    ("old", "new"), [("STUCK_RUN_AFTER", "OVERDUE_AFTER"), ("TICK_INTERVAL", "CHECKPOINT_INTERVAL")]
+)
 def test_the_old_name_of_a_renamed_setting_names_the_new_one(settings, old, new):
     settings.MAINTENANCE_TASKS = {old: 3600}
     messages = [m for m in checks.run_checks(tags=[checks.Tags.compatibility]) if m.id.startswith("maintenance_tasks.")]

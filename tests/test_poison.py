@@ -104,9 +104,11 @@ def test_poison_runs_end_once_with_storable_errors_and_the_workers_go_on(manage,
             assert run.backtrace.startswith("Traceback (most recent call last):"), name
             assert "\x00" not in run.backtrace and len(run.backtrace) <= BACKTRACE_LIMIT, name
         assert run.ended_at is not None if status == S.ERRORED else run.ended_at is None, name
-        # Performed once: no recovery, and each claim but the last followed the end of a slice.
+        # Performed once: never recovered once claimed, and each claim but the last followed the end of a
+        # slice. (On a loaded machine a worker may take longer than STALE_AFTER to claim the run after
+        # taking its job: recovery then enqueues a duplicate job, which the attempt token makes a no-op.)
         actions = list(run.events.values_list("action", flat=True))
-        assert "recovered" not in actions, (name, actions)
+        assert "recovered" not in actions[actions.index("started") :], (name, actions)
         assert actions.count("started") == actions.count("slice_ended") + 1, (name, actions)
         assert actions[-1] == status, (name, actions)
         # The items: an atomic batch is rolled back with its error; autocommit items commit one by one,
@@ -118,12 +120,12 @@ def test_poison_runs_end_once_with_storable_errors_and_the_workers_go_on(manage,
         assert run.tick_count == done, name
         # The job of the last slice: SystemExit and KeyboardInterrupt went on to db_worker, which failed it.
         jobs = DBTaskResult.objects.filter(task_path=perform_run.module_path, args_kwargs__args__0=run.pk)
-        statuses = dict(jobs.values_list("args_kwargs__args__1", "status"))
-        last = statuses.pop(run.attempt - 1)
-        assert (last, set(statuses.values()) - {"SUCCESSFUL"}) == (
-            "FAILED" if kind in ESCAPING else "SUCCESSFUL",
-            set(),
-        )
+        statuses: dict[int, set[str]] = {}
+        for attempt, job_status in jobs.values_list("args_kwargs__args__1", "status"):
+            statuses.setdefault(attempt, set()).add(job_status)
+        last, expected = statuses.pop(run.attempt - 1), "FAILED" if kind in ESCAPING else "SUCCESSFUL"
+        assert expected in last and last - {expected} <= {"SUCCESSFUL", "READY"}, (name, last)  # + duplicates
+        assert set().union(*statuses.values()) - {"SUCCESSFUL", "READY"} == set(), (name, statuses)
 
     # Nothing is left for recovery to pick up, even long after STALE_AFTER.
     later = timezone.now() + timezone.timedelta(hours=1)

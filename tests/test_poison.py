@@ -86,6 +86,9 @@ def test_poison_runs_end_once_with_storable_errors_and_the_workers_go_on(manage,
                 wait_for(lambda: not Run.objects.filter(status__in=IN_PROGRESS).exists(), timeout=180, interval=0.2)
             except AssertionError:
                 pytest.fail("\n".join([*active_runs_lines(), workers.describe()]))
+            # A worker records a job's outcome after its slice returned: wait for the last ones too.
+            slices = DBTaskResult.objects.filter(task_path=perform_run.module_path, status="RUNNING")
+            wait_for(lambda: not slices.exists(), timeout=60, interval=0.2)
             # db_worker catches what a task raises, BaseException included: no worker died.
             assert len(workers.live()) == WORKERS[connection.vendor], workers.describe()
 

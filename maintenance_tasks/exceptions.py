@@ -110,3 +110,8 @@ class InvalidProcessor(MaintenanceTaskError):
 
 class CountTimedOut(MaintenanceTaskError):
     """Counting the items took longer than COUNT_TIMEOUT: there are too many to count quickly."""
+
+
+#: The ``Run.error_class`` of a run errored for these reasons (not raised inside the run: recorded on it).
+ENQUEUE_FAILED = error_class_name(EnqueueFailed())
+TOO_MANY_RECOVERIES = error_class_name(TooManyRecoveries())

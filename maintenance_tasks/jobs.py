@@ -32,8 +32,9 @@ from .actors import local_actor
 from .conf import app_settings
 from .engine import AT_ONCE, DEFER, INTERRUPT, Engine
 from .exceptions import (
+    ENQUEUE_FAILED,
+    TOO_MANY_RECOVERIES,
     ConcurrentChange,
-    EnqueueFailed,
     InvalidRouting,
     InvalidTransition,
     UnknownProcessor,
@@ -158,7 +159,7 @@ def _fail_enqueue(run_id: int, attempt: int, error: Exception) -> None:
     logger.error("Run %s: %s", run_id, message, exc_info=error)
     run = Run.objects.filter(pk=run_id, attempt=attempt, status=RunStatus.ENQUEUED).first()
     if run is not None:
-        fields = {"error_class": error_class_name(EnqueueFailed()), "error_message": message, "backtrace": ""}
+        fields = {"error_class": ENQUEUE_FAILED, "error_message": message, "backtrace": ""}
         run.move_if_current(
             RunStatus.ERRORED, token=attempt, action="enqueue_failed", actor={"source": "queue"}, **fields
         )
@@ -222,7 +223,7 @@ def _recover(run: Run, target: RunStatus, actor: dict[str, Any]) -> bool:
     if target == RunStatus.ENQUEUED and recoveries > app_settings.MAX_RECOVERIES:
         target = RunStatus.ERRORED
         fields.update(
-            error_class="maintenance_tasks.exceptions.TooManyRecoveries",
+            error_class=TOO_MANY_RECOVERIES,
             error_message=(
                 f"Recovered {recoveries - 1} times in a row at the same cursor ({run.cursor or 'the start'}), "
                 f"more than MAX_RECOVERIES ({app_settings.MAX_RECOVERIES}): its executor dies on it (a crash, "
@@ -374,7 +375,8 @@ def watchdog(token: int) -> str:
     recovered: list[Run] = []
     try:
         recovered = recover(actor={"source": "watchdog"})
-        enqueue_each(slots.freed())  # in case the slice meant to let them in was lost
+        if not recovered:  # recover() let waiting runs in already when it took any over
+            enqueue_each(slots.freed())  # in case the slice meant to let them in was lost
         watchdog_ran.send(sender=watchdog)
     except Exception:
         logger.exception("The watchdog failed; the next one runs as planned.")

@@ -17,13 +17,13 @@ from . import jobs, slots
 from .actors import local_actor
 from .conf import app_settings
 from .exceptions import (
+    ENQUEUE_FAILED,
     ConcurrentChange,
     EnqueueFailed,
     InvalidProcessor,
     InvalidTransition,
     RunAlreadyActive,
     RunNotResumable,
-    error_class_name,
 )
 from .models import Run, RunEvent, Task
 from .parameters import json_problem
@@ -56,7 +56,7 @@ class Runner:
         """Put the run on the queue; raise EnqueueFailed if the backend refused it (the run is then errored)."""
         jobs.enqueue(run)
         run.refresh_from_db()
-        if run.status == RunStatus.ERRORED and run.error_class == error_class_name(EnqueueFailed()):
+        if run.status == RunStatus.ERRORED and run.error_class == ENQUEUE_FAILED:
             raise EnqueueFailed(
                 f"Run {run.pk} of {run.task} could not be enqueued (it is errored): {run.error_message}"
             )

@@ -70,8 +70,3 @@ class JobChain(models.Model):
     def reschedule(cls, name: str, token: int, next_run_at: datetime | None) -> bool:
         """Set when the chain's next job runs (None: the chain stops), if ``token`` holds it; return whether it does."""
         return bool(cls.objects.filter(name=name, token=token).update(next_run_at=next_run_at))
-
-    @classmethod
-    def due(cls, name: str) -> datetime | None:
-        """Return when the chain's next job is due (None: never started)."""
-        return cls.objects.filter(name=name).values_list("next_run_at", flat=True).first()

@@ -7,12 +7,17 @@ back). SQLite has no statement timeout: there the count runs as long as it takes
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 from django.db import DEFAULT_DB_ALIAS, OperationalError, connections, transaction
 
 from .conf import app_settings
-from .exceptions import CountTimedOut
+from .exceptions import CountTimedOut, InvalidProcessor
+from .processor import Processor
+from .sources import Source
+
+logger = logging.getLogger(__name__)
 
 #: The errors a database gives for a statement it stopped at its time limit.
 PG_QUERY_CANCELED = "57014"
@@ -49,6 +54,22 @@ def count_within(count: Callable[[], int | None], using: str = DEFAULT_DB_ALIAS)
         if not timed_out(error):
             raise
         raise CountTimedOut(f"Counting took longer than COUNT_TIMEOUT ({seconds:g}s).") from error
+
+
+def count_total(processor: Processor, source: Source, run_id: object) -> int | None:
+    """Return a run's total: its processor's ``count()`` (or its source's), None when too slow to count.
+
+    Raise InvalidProcessor when ``count()`` returns anything but a number of items or None.
+    """
+    # The default count() would build the collection again: count the source the run walks.
+    try:
+        counted = count_within(source.count if type(processor).count is Processor.count else processor.count)
+    except CountTimedOut:
+        logger.info("Run %s: counting took longer than COUNT_TIMEOUT; no total.", run_id)
+        return None  # too many to count quickly: the run goes without a total
+    if counted is not None and (isinstance(counted, bool) or not isinstance(counted, int) or counted < 0):
+        raise InvalidProcessor(f"count() returned {counted!r}: return a number of items, 0 or more, or None.")
+    return counted
 
 
 def timed_out(error: OperationalError) -> bool:

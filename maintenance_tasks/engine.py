@@ -27,11 +27,10 @@ from django.db.models import F
 from django.utils import timezone
 
 from .conf import app_settings
-from .counting import count_within
+from .counting import count_total
 from .exceptions import (
     BACKTRACE_LIMIT,
     ConcurrentChange,
-    CountTimedOut,
     InvalidProcessor,
     StaleAttempt,
     error_class_name,
@@ -239,16 +238,8 @@ class Engine:
         processor = self.processor = run.task.build_processor()
         source = open_source(processor)
         if run.tick_total is None and run.cursor is None:  # the first slice (a total counted once)
-            # The default count() would build the collection again: count the one we have.
-            try:
-                counted = count_within(source.count if type(processor).count is Processor.count else processor.count)
-            except CountTimedOut:
-                counted = None  # too many to count quickly: the run goes without a total
-                logger.info("Run %s: counting took longer than COUNT_TIMEOUT; no total.", run.pk)
-            if counted is not None and (isinstance(counted, bool) or not isinstance(counted, int) or counted < 0):
-                raise InvalidProcessor(f"count() returned {counted!r}: return a number of items, 0 or more, or None.")
-            run.tick_total = counted
-            self._write(tick_total=counted)
+            run.tick_total = count_total(processor, source, run.pk)
+            self._write(tick_total=run.tick_total)
         whole = processor.defines_batch()
         if isinstance(source, NoCollection):
             if processor.takes_an_item():

@@ -94,6 +94,15 @@ class Run(models.Model):
     # Recoveries in a row at the same cursor: past MAX_RECOVERIES the run errors instead of going round.
     recoveries = models.PositiveIntegerField(_("recoveries without progress"), default=0)
     recovered_cursor = models.TextField(null=True, blank=True, editable=False)  # noqa: DJ001 (the cursor then)
+    # A dry run: every batch is rolled back; ``dry_run_report`` holds what it would have written.
+    dry_run = models.BooleanField(_("dry run"), default=False)
+    dry_run_report = models.JSONField(_("dry run report"), default=dict, blank=True, encoder=DjangoJSONEncoder)
+    # What the processor said: its last OUTPUT_LINES lines of ``self.log()`` (and how many were
+    # dropped before them), its ``self.status`` line, and what ``on_complete()`` returned.
+    output = models.JSONField(_("output"), default=list, blank=True, encoder=DjangoJSONEncoder)
+    output_dropped = models.PositiveBigIntegerField(_("output lines dropped"), default=0)
+    status_line = models.CharField(_("status line"), max_length=255, blank=True)
+    result = models.JSONField(_("result"), null=True, blank=True, encoder=DjangoJSONEncoder)
     error_class = models.CharField(_("error class"), max_length=255, blank=True)
     error_message = models.TextField(_("error message"), blank=True)
     backtrace = models.TextField(_("backtrace"), blank=True)

@@ -114,7 +114,8 @@ def latest_run(record: DeployRecord | None, task: Task | None, mode: str) -> Run
     """Return the run that counts for the task: an active run, else its latest since the record's run.
 
     For a run-once task, a run that succeeded counts before any later one (an operator's run
-    that errored, say): once done, it stays done.
+    that errored, say): once done, it stays done. A dry run that has ended never counts: it
+    wrote nothing. An active one does, as any active run: the task cannot start another meanwhile.
     """
     if task is None:
         return None
@@ -122,9 +123,9 @@ def latest_run(record: DeployRecord | None, task: Task | None, mode: str) -> Run
     if active is not None:
         return active
     if record is None:
-        runs = task.runs.all()  # what a new record would take over
+        runs = task.runs.filter(dry_run=False)  # what a new record would take over
     elif record.run_id:
-        runs = task.runs.filter(pk__gte=record.run_id)
+        runs = task.runs.filter(pk__gte=record.run_id, dry_run=False)
     else:
         return None  # reset, or never run
     succeeded = runs.filter(status=RunStatus.SUCCEEDED).first() if mode == ONCE else None
@@ -147,7 +148,7 @@ def decide(
     if mode == ONCE and state == DeployState.SKIPPED:
         return DeployResult.SKIPPED, ""
     if run is not None and run.is_active:
-        return DeployResult.ACTIVE, f"run {run.pk} {run.status}"
+        return DeployResult.ACTIVE, f"{'dry run' if run.dry_run else 'run'} {run.pk} {run.status}"
     if mode == ONCE and (state == DeployState.DONE or (run is not None and run.status == RunStatus.SUCCEEDED)):
         return (
             DeployResult.DONE,

@@ -28,6 +28,7 @@ from django.utils import timezone
 
 from .conf import app_settings
 from .counting import count_total
+from .dryrun import DryRun
 from .exceptions import (
     BACKTRACE_LIMIT,
     ConcurrentChange,
@@ -126,6 +127,7 @@ class Engine:
         self.clock = self.last_write = time.monotonic()
         self.next_checkpoint = self.clock + self.checkpoint_interval
         self.slice_end = None if self.slice_seconds is None else self.clock + self.slice_seconds
+        self.dry_run = DryRun.of(run)
         beat = max(0.05, app_settings.STALE_AFTER / 4)
         heartbeat = Heartbeat(run.pk, lambda: self.writer.token, lambda: self.last_write, beat)
         heartbeat.start()
@@ -236,6 +238,7 @@ class Engine:
         """Process the batches after the run's cursor, checkpointing as it goes, until the end or a stop."""
         run = self.run
         processor = self.processor = run.task.build_processor()
+        self.dry_run.check(processor)
         source = open_source(processor)
         if run.tick_total is None and run.cursor is None:  # the first slice (a total counted once)
             run.tick_total = count_total(processor, source, run.pk)
@@ -252,11 +255,12 @@ class Engine:
         for batch in source.batches(run.cursor, whole=whole):
             if processor.atomic:
                 with transaction.atomic():
-                    if whole:
-                        handle(batch.items)
-                    else:
-                        for item in batch.items:
-                            handle(item)
+                    with self.dry_run.batch():  # a dry run's batch is rolled back; the checkpoint is not
+                        if whole:
+                            handle(batch.items)
+                        else:
+                            for item in batch.items:
+                                handle(item)
                     self._checkpoint(batch.end_cursor, run.tick_count + batch.size)
                 self._check_stop()
             elif whole:
@@ -350,7 +354,7 @@ class Engine:
     def _checkpoint(self, cursor: str, tick_count: int) -> None:
         run = self.run
         time_running = run.time_running + self._elapsed()
-        self._write(cursor=cursor, tick_count=tick_count, time_running=time_running)
+        self._write(cursor=cursor, tick_count=tick_count, time_running=time_running, **self.dry_run.fields())
         run.cursor, run.tick_count, run.time_running = cursor, tick_count, time_running
         self.done_count = tick_count
         self.next_checkpoint = self.clock + self.checkpoint_interval

@@ -13,7 +13,7 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, InterfaceError, OperationalError, connections, transaction
 from django.utils import timezone
 
-from . import jobs, slots
+from . import dryrun, jobs, slots
 from .actors import local_actor
 from .conf import app_settings
 from .exceptions import (
@@ -40,14 +40,21 @@ class Runner:
     """Start, pause, resume, cancel, force and recover runs."""
 
     @staticmethod
-    def run(processor: ProcessorName, config: JSONObject | None = None, *, metadata: JSONObject | None = None) -> Run:
+    def run(
+        processor: ProcessorName,
+        config: JSONObject | None = None,
+        *,
+        metadata: JSONObject | None = None,
+        dry_run: bool = False,
+    ) -> Run:
         """Validate the config, create the task if needed and a run, and put it on the queue.
 
         Raise ValidationError for a bad config and RunAlreadyActive when the task already has
         an active run; nothing is saved then. Raise EnqueueFailed when the tasks backend refuses
-        the job: the run is saved, errored, with the backend's message.
+        the job: the run is saved, errored, with the backend's message. With ``dry_run``, every
+        batch is rolled back and the run reports the writes it would have made (see ``dryrun``).
         """
-        run = Runner.create(processor, config, metadata=metadata)
+        run = Runner.create(processor, config, metadata=metadata, dry_run=dry_run)
         Runner._enqueue(run)
         return run
 
@@ -63,15 +70,22 @@ class Runner:
 
     @staticmethod
     def create(
-        processor: ProcessorName, config: JSONObject | None = None, *, metadata: JSONObject | None = None
+        processor: ProcessorName,
+        config: JSONObject | None = None,
+        *,
+        metadata: JSONObject | None = None,
+        dry_run: bool = False,
     ) -> Run:
         """Validate, then save an enqueued run without putting it on the queue (the caller performs it).
 
-        Raise InvalidProcessor when the processor's class cannot run (its ``definition_problems()``).
+        Raise InvalidProcessor when the processor's class cannot run (its ``definition_problems()``),
+        or cannot be dry-run when ``dry_run`` is asked for (an autocommit processor).
         """
         path = registry.path_of(processor)
         if problems := registry.get(path).definition_problems():
             raise InvalidProcessor(f"{path} cannot run: {' '.join(message for _, message in problems)}")
+        if dry_run and (problem := dryrun.refusal(registry.get(path))):
+            raise InvalidProcessor(problem)
         jobs.slice_job(registry.get(path))  # a queue the backend refuses is an error now, not at commit
         canonical = registry.get(path).from_config(config).config
         metadata = metadata if metadata is not None else local_actor("python")
@@ -80,13 +94,15 @@ class Runner:
             task = Task.objects.for_config(path, canonical)
             try:
                 with transaction.atomic():
-                    run = Run.objects.create(task=task, metadata=metadata)
+                    run = Run.objects.create(task=task, metadata=metadata, dry_run=dry_run)
             except IntegrityError:
                 active = task.runs.active().values_list("pk", flat=True).first()
                 if active is None:  # not the one-active-run constraint: a real error
                     raise
                 raise RunAlreadyActive(task, active) from None
-            RunEvent.objects.log(run, "created", "", RunStatus.ENQUEUED, metadata)
+            RunEvent.objects.log(
+                run, "created", "", RunStatus.ENQUEUED, metadata, **({"dry_run": True} if dry_run else {})
+            )
         return run
 
     @staticmethod

@@ -529,3 +529,24 @@ class SlowCount(Processor):
 
     def process(self, item):
         pass
+
+
+# -- dry runs (tests/test_dryrun.py) ------------------------------------------------------------
+
+
+class RewriteItems(Processor):
+    """Per batch: record each item (one INSERT), set each value (one executemany UPDATE), drop old records."""
+
+    batch_size = 10
+
+    def collection(self):
+        return Item.objects.all()
+
+    def process_batch(self, items):
+        items = list(items)
+        Seen.objects.bulk_create(Seen(value=f"item:{item.pk}") for item in items)
+        with connection.cursor() as cursor:
+            cursor.executemany(
+                "UPDATE testapp_item SET value = %s WHERE id = %s", [(item.pk * 10, item.pk) for item in items]
+            )
+        Seen.objects.filter(value="old").delete()

@@ -180,7 +180,7 @@ class Command(BaseCommand):
             parts = [f"{outcome.path} ({outcome.mode}): {state}"]
             if run is not None:
                 parts.append(
-                    f"last run {run.pk} {run.status}, started {when(run.started_at or run.created_at)}, "
+                    f"last {'dry run' if run.dry_run else 'run'} {run.pk} {run.status}, started {when(run.started_at or run.created_at)}, "
                     f"ended {when(run.ended_at)}, by {who(run.metadata)} ({run.metadata.get('source', '?')})"
                 )
             else:

@@ -9,6 +9,7 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import InterfaceError, OperationalError
 
+from maintenance_tasks import dryrun
 from maintenance_tasks.actors import command_line, local_actor
 from maintenance_tasks.conf import app_settings
 from maintenance_tasks.engine import Engine
@@ -64,6 +65,11 @@ class Command(BaseCommand):
         )
         parser.add_argument("--resume", type=int, metavar="RUN_ID", help="Go on with a paused or interrupted run.")
         parser.add_argument(
+            "--dry-run",
+            action="store_true",
+            help="Roll back every batch and report the writes it would have made (atomic processors only).",
+        )
+        parser.add_argument(
             "--force",
             action="store_true",
             help="With --resume: take over a run still marked running even if its heartbeat is fresh.",
@@ -77,6 +83,7 @@ class Command(BaseCommand):
         params: list[str],
         resume: int | None,
         force: bool,
+        dry_run: bool,
         verbosity: int,
         **options: Any,
     ) -> None:
@@ -86,9 +93,10 @@ class Command(BaseCommand):
         given = {**json_object(config), **dict(name_value(param) for param in params)}
         try:
             if resume is not None:
-                if processor or config is not None or params:
+                if processor or config is not None or params or dry_run:
                     raise CommandError(
-                        "--resume takes no processor nor parameters: the run keeps its own.", returncode=BAD_INPUT
+                        "--resume takes no processor, parameters nor --dry-run: the run keeps its own.",
+                        returncode=BAD_INPUT,
                     )
                 run = Run.objects.select_related("task").filter(pk=resume).first()
                 if run is None:
@@ -97,7 +105,7 @@ class Command(BaseCommand):
             else:
                 if not processor:
                     raise CommandError("Name a processor, or give --resume RUN_ID.", returncode=BAD_INPUT)
-                run = Runner.create(processor, given, metadata=actor)
+                run = Runner.create(processor, given, metadata=actor, dry_run=dry_run)
         except ValidationError as error:
             raise CommandError(
                 f"Invalid config for {processor}: {validation_error_text(error)}", returncode=BAD_INPUT
@@ -118,6 +126,8 @@ class Command(BaseCommand):
         )
 
     def perform(self, run: Run, verbosity: int) -> None:
+        if verbosity and run.dry_run:
+            self.stdout.write("Dry run: nothing will be written.")
         if verbosity:
             self.stdout.write(f"Run {run.pk} of {run.task} started.")
         if verbosity == 0:
@@ -139,7 +149,9 @@ class Command(BaseCommand):
         finally:
             progress.close()
         Runner.release_slot()  # the slot this run held (MAX_CONCURRENT_RUNS) goes to a run waiting for one
-        run.refresh_from_db(fields=["status", "attempt", "tick_count"])
+        run.refresh_from_db(fields=["status", "attempt", "tick_count", "time_running", "dry_run_report"])
+        if verbosity and run.dry_run:
+            self.stdout.write(dryrun.describe(run))
         if run.attempt != engine.token and run.status not in RESUMABLE_STATUSES | COMPLETED_STATUSES:
             raise CommandError(
                 f"Run {run.pk} was taken over by another executor (now {run.status}); this process stopped "

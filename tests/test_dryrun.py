@@ -1,10 +1,12 @@
 """Dry runs: every batch rolled back, the writes it would have made reported, on every database."""
 
+import re
 from io import StringIO
 
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django.urls import reverse
 
 from maintenance_tasks import deploy
 from maintenance_tasks.dryrun import DryRun, describe, write_of
@@ -14,6 +16,9 @@ from maintenance_tasks.models import Run, Task
 from maintenance_tasks.runner import Runner
 from maintenance_tasks.status import RunStatus
 from testproject.testapp.models import Item, Seen
+
+from .factories import RunFactory
+from .test_admin import ALL_PERMS, make_user, processor_url, run_url
 
 pytestmark = pytest.mark.django_db
 APP = "testproject.testapp.maintenance."
@@ -248,3 +253,59 @@ def test_the_command_resumes_a_dry_run_as_a_dry_run_and_refuses_dry_run_with_res
     run.refresh_from_db()
     assert run.status == RunStatus.SUCCEEDED and run.dry_run_report["writes"] == {"UPDATE testapp_item": 25}
     assert untouched()
+
+
+# -- the admin ------------------------------------------------------------------------------------
+
+
+DRY_RUN_POST = {"param-delay": "0", "run-dry_run": "on", "_start": "Start"}
+
+
+@pytest.fixture
+def operator(client):
+    """A staff user holding every maintenance permission (not a superuser)."""
+    user = make_user("alice", *ALL_PERMS)
+    client.force_login(user)
+    return user
+
+
+def test_the_start_form_has_a_dry_run_checkbox_apart_from_a_parameter_named_dry_run(operator, client):
+    html = client.get(processor_url(f"{APP}EveryType")).content.decode()
+    assert 'name="param-dry_run"' in html  # the processor's own parameter
+    assert re.search(r'<input type="checkbox" name="run-dry_run"[^>]* id="id_run-dry_run"', html)
+
+
+def test_the_admin_starts_a_dry_run_and_shows_its_report(operator, client, items, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(processor_url(f"{APP}IncrementItemsInBatches"), DRY_RUN_POST, follow=True)
+    run = Run.objects.get()
+    assert response.redirect_chain == [(run_url(run), 302)]
+    assert run.dry_run and run.status == RunStatus.SUCCEEDED and untouched()
+    assert [str(m) for m in response.context["messages"]] == [
+        f"Started dry run {run.pk} of IncrementItemsInBatches: now Enqueued."
+    ]
+    page = client.get(run_url(run)).content.decode()
+    assert '<span class="mt-dry-run"' in page
+    report = page[page.index('id="dry-run-report"') :]
+    assert re.search(r"<code>UPDATE testapp_item</code></th><td[^>]*>25</td><td[^>]*>3</td>", report)
+    assert "25 items in 3 batches" in report
+    for listing in (reverse("admin:maintenance_tasks_run_changelist"), processor_url(f"{APP}IncrementItemsInBatches")):
+        assert '<span class="mt-dry-run"' in client.get(listing).content.decode()
+    real = client.get(reverse("admin:maintenance_tasks_run_changelist") + "?dry_run__exact=0")
+    assert list(real.context["cl"].result_list) == []
+
+
+def test_the_admin_refuses_a_dry_run_of_an_autocommit_processor_beside_the_checkbox(operator, client, items):
+    response = client.post(processor_url(f"{APP}IncrementItemsAutocommit"), DRY_RUN_POST)
+    assert response.status_code == 400
+    assert response.context["page"].options.errors == {"dry_run": [AUTOCOMMIT_REFUSAL]}
+    html = response.content.decode()
+    assert "Please correct the error below." in html
+    assert AUTOCOMMIT_REFUSAL in html[html.index("field-dry-run") :]
+    assert not Run.objects.exists()
+
+
+def test_a_real_run_page_has_no_dry_run_report(operator, client):
+    run = RunFactory(task__processor=f"{APP}IncrementItems", succeeded=True)
+    html = client.get(run_url(run)).content.decode()
+    assert 'id="dry-run-report"' not in html and "mt-dry-run" not in html

@@ -11,6 +11,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
+from maintenance_tasks import dryrun
 from maintenance_tasks.exceptions import InvalidParameters, UnknownProcessor, validation_error_text
 from maintenance_tasks.models import Schedule, ScheduleSource, Task
 from maintenance_tasks.parameters import to_json
@@ -37,6 +38,26 @@ def start_form(processor: type[Processor], data: Any = None) -> forms.Form:
             default = parameter.default
             initial[name] = default.value if isinstance(default, enum.Enum) else default
     return start_form_class(processor)(data, initial=initial, prefix="param")
+
+
+class RunOptionsForm(forms.Form):
+    """How to run, beside the parameters (its own prefix: a parameter may be named ``dry_run`` too)."""
+
+    dry_run = forms.BooleanField(
+        label=gettext_lazy("Dry run"),
+        required=False,
+        help_text=gettext_lazy("Roll back every batch and report the writes it would have made."),
+    )
+
+    def __init__(self, processor: type[Processor], data: Any = None) -> None:
+        super().__init__(data, prefix="run")
+        self.processor = processor
+
+    def clean_dry_run(self) -> bool:
+        dry_run: bool = self.cleaned_data["dry_run"]
+        if dry_run and (problem := dryrun.refusal(self.processor)):
+            raise ValidationError(problem, code="autocommit")
+        return dry_run
 
 
 def add_config_errors(form: forms.Form, error: ValidationError) -> None:

@@ -36,7 +36,7 @@ from .display import (
     permitted_actions,
     run_state,
 )
-from .forms import add_config_errors, form_config, optional_defaults, start_form
+from .forms import RunOptionsForm, add_config_errors, form_config, optional_defaults, start_form
 
 RUNS_PER_PAGE = 50
 
@@ -120,6 +120,7 @@ class ProcessorPage:
         form: forms.Form | None = None,
         *,
         count_config: dict[str, Any] | None = None,
+        options: RunOptionsForm | None = None,
     ) -> None:
         self.path = path
         self.current_app = model_admin.admin_site.name
@@ -137,12 +138,18 @@ class ProcessorPage:
             self.problem = str(error)
         self.can_start = self.processor is not None and "start" in self.permitted and not self.problem
         self.form = start_form(self.processor) if self.can_start and form is None else form
+        self.options = RunOptionsForm(self.processor) if self.can_start and options is None else options
         self.can_view_schedules = request.user.has_perm("maintenance_tasks.view_schedule")
         self.count_config = count_config
 
     @property
     def title(self) -> str:
         return short_name(self.path)
+
+    @property
+    def error_count(self) -> int:
+        """Return how many fields of the start form (parameters and run options) have errors."""
+        return sum(len(form.errors) for form in (self.form, self.options) if form is not None)
 
     @cached_property
     def doc(self) -> str:
@@ -267,20 +274,27 @@ class TaskAdmin(ReadOnlyAdmin):
         except InvalidParameters as error:
             self.message_user(request, f"{path_}: {error}", messages.ERROR)
             return self.render_processor(request, path_, None, status=400)
-        if not form.is_valid():
-            return self.render_processor(request, path_, form, status=400)
+        options = RunOptionsForm(processor, request.POST)
+        if not form.is_valid() or not options.is_valid():
+            return self.render_processor(request, path_, form, status=400, options=options)
         config = form_config(form)
         if "_count" in request.POST:
-            return self.render_processor(request, path_, form, count_config=config)
+            return self.render_processor(request, path_, form, count_config=config, options=options)
+        dry_run = options.cleaned_data["dry_run"]
         try:
-            run = Runner.run(path_, config, metadata=admin_actor(request))
+            run = Runner.run(path_, config, metadata=admin_actor(request), dry_run=dry_run)
         except ValidationError as error:
             add_config_errors(form, error)
-            return self.render_processor(request, path_, form, status=400)
+            return self.render_processor(request, path_, form, status=400, options=options)
         except MaintenanceTaskError as error:
             self.message_user(request, str(error), messages.ERROR)
-            return self.render_processor(request, path_, form, status=409)
-        message = _("Started run %(id)s of %(name)s: now %(status)s.") % {
+            return self.render_processor(request, path_, form, status=409, options=options)
+        started = (
+            _("Started dry run %(id)s of %(name)s: now %(status)s.")
+            if dry_run
+            else _("Started run %(id)s of %(name)s: now %(status)s.")
+        )
+        message = started % {
             "id": run.pk,
             "name": run.task.name,
             "status": RunStatus(run.status).label,
@@ -297,7 +311,8 @@ class TaskAdmin(ReadOnlyAdmin):
         *,
         count_config: dict[str, Any] | None = None,
         status: int = 200,
+        options: RunOptionsForm | None = None,
     ) -> HttpResponse:
-        page = ProcessorPage(self, request, path_, form, count_config=count_config)
+        page = ProcessorPage(self, request, path_, form, count_config=count_config, options=options)
         context = self.context(request, title=page.title, page=page, next_url=request.get_full_path())
         return TemplateResponse(request, "admin/maintenance_tasks/task/processor.html", context, status=status)

@@ -10,11 +10,13 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path
+from django.utils.html import format_html
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_POST
 
+from maintenance_tasks import dryrun
 from maintenance_tasks.actors import admin_actor, describe
 from maintenance_tasks.exceptions import MaintenanceTaskError, UnknownProcessor
 from maintenance_tasks.models import Run, Task
@@ -45,7 +47,7 @@ class RunAdmin(ReadOnlyAdmin):
 
     list_display = ("id", "task_name", "status_badge", "progress_display", "started_at", "ended_at", "started_by")
     list_display_links = ("id", "task_name")
-    list_filter = ("status", ProcessorFilter)
+    list_filter = ("status", ProcessorFilter, "dry_run")
     date_hierarchy = "created_at"
     search_fields = ("task__processor", "=id")
     list_select_related = ("task",)
@@ -61,6 +63,8 @@ class RunAdmin(ReadOnlyAdmin):
 
     @admin.display(description=gettext_lazy("status"), ordering="status")
     def status_badge(self, run: Run) -> str:
+        if run.dry_run:
+            return format_html('{} <span class="mt-dry-run">{}</span>', RunStatus(run.status).label, _("dry run"))
         return RunStatus(run.status).label
 
     @admin.display(description=gettext_lazy("progress"))
@@ -111,6 +115,7 @@ class RunAdmin(ReadOnlyAdmin):
             processor=registry.processors().get(run.task.processor),
             started_by=describe(run.metadata),
             events=[(event, describe(event.detail)) for event in run.events.all()],
+            dry_run_writes=dryrun.writes(run.dry_run_report) if run.dry_run else [],
             next_url=request.get_full_path(),
         )
         return TemplateResponse(request, "admin/maintenance_tasks/run/detail.html", context)

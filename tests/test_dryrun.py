@@ -212,6 +212,15 @@ def test_a_dry_run_never_makes_a_run_once_task_done():
     assert outcome.result == deploy.DeployResult.DONE and outcome.run.pk != dry.pk and not outcome.run.dry_run
 
 
+def test_an_active_dry_run_holds_a_run_once_task_and_says_so():
+    run = Runner.create(APP + "DeployOnce", dry_run=True)
+    outcome, _record, counted = deploy.status_of(APP + "DeployOnce", deploy.ONCE)
+    assert (outcome.result, outcome.reason, counted) == (deploy.DeployResult.ACTIVE, f"dry run {run.pk} enqueued", run)
+    out = StringIO()
+    call_command("deploy_maintenance_tasks", "--status", stdout=out)
+    assert f"DeployOnce (once): active; last dry run {run.pk} enqueued, started" in out.getvalue()
+
+
 # -- the command ------------------------------------------------------------------------------------
 
 
@@ -247,7 +256,7 @@ def test_the_command_resumes_a_dry_run_as_a_dry_run_and_refuses_dry_run_with_res
     Run.objects.filter(pk=run.pk).update(status=RunStatus.PAUSED, attempt=1)
     with pytest.raises(CommandError) as error:
         command("--resume", str(run.pk), "--dry-run")
-    assert str(error.value) == "--resume takes no processor, parameters nor --dry-run: the run keeps its own."
+    assert str(error.value) == "--dry-run starts a run; a resumed run goes on as it began."
     lines = command("--resume", str(run.pk))
     assert lines[0] == "Dry run: nothing will be written."
     run.refresh_from_db()

@@ -179,8 +179,9 @@ class Command(BaseCommand):
             state = deploy.state_label(outcome)
             parts = [f"{outcome.path} ({outcome.mode}): {state}"]
             if run is not None:
+                kind = "dry run" if run.dry_run else "run"  # an active dry run holds the task
                 parts.append(
-                    f"last {'dry run' if run.dry_run else 'run'} {run.pk} {run.status}, started {when(run.started_at or run.created_at)}, "
+                    f"last {kind} {run.pk} {run.status}, started {when(run.started_at or run.created_at)}, "
                     f"ended {when(run.ended_at)}, by {who(run.metadata)} ({run.metadata.get('source', '?')})"
                 )
             else:

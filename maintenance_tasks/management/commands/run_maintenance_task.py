@@ -90,13 +90,14 @@ class Command(BaseCommand):
         actor = local_actor("cli", argv=command_line(sys.argv[1:]))
         if force and resume is None:
             raise CommandError("--force goes only with --resume RUN_ID.", returncode=BAD_INPUT)
+        if dry_run and resume is not None:
+            raise CommandError("--dry-run starts a run; a resumed run goes on as it began.", returncode=BAD_INPUT)
         given = {**json_object(config), **dict(name_value(param) for param in params)}
         try:
             if resume is not None:
-                if processor or config is not None or params or dry_run:
+                if processor or config is not None or params:
                     raise CommandError(
-                        "--resume takes no processor, parameters nor --dry-run: the run keeps its own.",
-                        returncode=BAD_INPUT,
+                        "--resume takes no processor nor parameters: the run keeps its own.", returncode=BAD_INPUT
                     )
                 run = Run.objects.select_related("task").filter(pk=resume).first()
                 if run is None:

@@ -187,6 +187,20 @@ def test_a_project_admin_index_may_show_it_to_users_who_see_runs(database_backen
     assert WARNING in template.render(RequestContext(request))
 
 
+def test_the_readme_snippet_shows_it_on_django_admin_index(database_backend, operator, client, settings, tmp_path):
+    (tmp_path / "admin").mkdir()
+    (tmp_path / "admin" / "index.html").write_text(
+        '{% extends "admin/index.html" %}\n{% load maintenance_tasks %}\n'
+        "{% block content %}{% missing_worker_warning %}{{ block.super }}{% endblock %}\n"
+    )
+    settings.TEMPLATES = [{**settings.TEMPLATES[0], "DIRS": [tmp_path, *settings.TEMPLATES[0]["DIRS"]]}]
+    assert warning(client, "/admin/") is None
+    age([RunFactory(job_id="job-1")])
+    shown = warning(client, "/admin/")
+    assert f"{WARNING}: 1 run has waited" in shown
+    assert 'href="/admin/maintenance_tasks/task/"' in client.get("/admin/").content.decode()  # the app list is kept
+
+
 @pytest.mark.processes
 @pytest.mark.django_db(transaction=True)
 def test_a_real_worker_makes_the_warning_go(database_backend, operator, client, manage):

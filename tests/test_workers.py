@@ -102,6 +102,15 @@ def test_warning_goes_once_a_worker_claims_a_slice(
     assert "1 run has waited" in warning(client)  # that worker went silent, the other run still waits
 
 
+def test_the_warning_follows_stale_after(database_backend, operator, client, settings):
+    settings.MAINTENANCE_TASKS = {"STALE_AFTER": 2.5}
+    run = RunFactory(job_id="job-1")
+    age([run], seconds=2)
+    assert warning(client) is None
+    age([run], seconds=3)
+    assert "1 run has waited on the tasks backend “default” (DatabaseBackend) for more than 2.5s" in warning(client)
+
+
 def test_a_finished_run_counts_as_a_claim(database_backend, operator, client):
     waiting = RunFactory(job_id="job-1")
     age([waiting])

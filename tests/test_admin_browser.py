@@ -1,11 +1,13 @@
 """The admin in a real browser: Debian's chromium, driven by Playwright, against live_server."""
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from django.contrib.auth.models import Permission, User
 from django.test import Client
+from django.utils import timezone
 
 from maintenance_tasks.models import Run
 from maintenance_tasks.status import RunStatus
@@ -313,3 +315,52 @@ def test_progress_bar_of_a_run_without_a_total_stops_moving_when_the_run_stops(l
     assert bar.evaluate("element => element.position") == 0  # still, empty
     page.reload()
     assert page.locator(".mt-run progress.mt-progress").evaluate("element => element.position") == 0
+
+
+# -- a visible worker and runbook links --------------------------------------------------------
+
+
+def test_warning_when_no_worker_takes_the_jobs_goes_once_one_claims(login, settings):
+    from playwright.sync_api import expect
+
+    from maintenance_tasks import Runner
+    from maintenance_tasks.engine import Engine
+
+    settings.TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend", "QUEUES": ["default", "heavy"]}}
+    run = Runner.run(f"{APP}.IncrementItems", {})  # its job really waits in the database queue
+    run.refresh_from_db()
+    Run.objects.filter(pk=run.pk).update(updated_at=timezone.now() - timedelta(minutes=5))  # not waiting 5 minutes
+    page = login("alice", *ALL_PERMS)
+    page.goto("/admin/maintenance_tasks/task/")
+    warning = page.locator("#missing-worker")
+    expect(warning).to_contain_text("No worker seems to be taking maintenance jobs: 1 run has waited")
+    expect(warning).to_contain_text("the tasks backend “default” (DatabaseBackend)")
+    expect(warning.locator("code")).to_have_text("manage.py db_worker")
+    screenshot(page, "missing-worker")
+    warning.get_by_role("link", name="Enqueued runs").click()
+    expect(page.locator("#result_list")).to_contain_text("IncrementItems")
+    page.goto(f"/admin/maintenance_tasks/run/{run.pk}/change/")
+    expect(page.locator(".mt-job-id")).to_have_text(run.job_id)
+
+    Engine(run).claim(run.attempt)  # what a worker's slice does first
+    page.goto("/admin/maintenance_tasks/task/")
+    expect(page.locator("#group-active")).to_contain_text("IncrementItems")
+    expect(page.locator("#missing-worker")).to_have_count(0)
+
+
+def test_a_runbook_link_opens_the_form_filled_in(login):
+    from playwright.sync_api import expect
+
+    page = login("alice", *ALL_PERMS)
+    page.goto(task_url("EveryType") + "?name=nightly&limit=25&since=2025-01-01&color=green&dry_run=true&bogus=1")
+    expect(page.locator("#id_param-name")).to_have_value("nightly")
+    expect(page.locator("#id_param-limit")).to_have_value("25")
+    expect(page.locator("#id_param-since")).to_have_value("2025-01-01")
+    expect(page.locator("#id_param-color")).to_have_value("green")
+    expect(page.locator("#id_param-dry_run")).to_be_checked()
+    expect(page.locator("#prefill-notes")).to_have_text("Not parameters of this task, ignored: bogus.")
+    assert not Run.objects.exists()  # opening the link started nothing
+    page.get_by_role("button", name="Start").click()
+    run = Run.objects.get()
+    page.wait_for_url(f"**/admin/maintenance_tasks/run/{run.pk}/change/")
+    assert run.task.config["name"] == "nightly" and run.task.config["since"] == "2025-01-01"

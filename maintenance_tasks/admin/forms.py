@@ -7,7 +7,9 @@ from typing import Any
 
 from django import forms
 from django.core.exceptions import ValidationError
+from django.http import QueryDict
 from django.utils import timezone
+from django.utils.text import Truncator
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
@@ -18,6 +20,8 @@ from maintenance_tasks.parameters import to_json
 from maintenance_tasks.processor import Processor
 from maintenance_tasks.registry import registry, short_name
 
+#: The processor page's own query parameters, never taken for parameters: the run history's page number.
+PAGE_QUERY = {"p"}
 #: The fields whose change moves a schedule's next run.
 TIMING_FIELDS = {"cron", "run_at", "enabled"}
 #: The fields that say what a schedule runs and when: setting them starts runs, so it needs ``start_run``.
@@ -30,13 +34,17 @@ def start_form_class(processor: type[Processor]) -> type[forms.Form]:
     return type(f"{processor.__name__}StartForm", (forms.Form,), {**fields, "required_css_class": "required"})
 
 
+def initial_value(value: Any) -> Any:
+    """Return a typed parameter value as the start form shows it (an Enum by its value)."""
+    return value.value if isinstance(value, enum.Enum) else value
+
+
 def start_form(processor: type[Processor], data: Any = None) -> forms.Form:
     """Return the start form of a processor, its optional parameters filled in with their defaults."""
     initial = {}
     for name, parameter in processor.parameters().items():
         if not parameter.required:
-            default = parameter.default
-            initial[name] = default.value if isinstance(default, enum.Enum) else default
+            initial[name] = initial_value(parameter.default)
     return start_form_class(processor)(data, initial=initial, prefix="param")
 
 
@@ -58,6 +66,37 @@ class RunOptionsForm(forms.Form):
         if dry_run and (problem := dryrun.refusal(self.processor)):
             raise ValidationError(problem, code="autocommit")
         return dry_run
+
+
+def prefill(form: forms.Form, query: QueryDict) -> list[str]:
+    """Fill an unbound start form in from a link's query (``?since=2025-01-01&region=us``); return what was left out.
+
+    Each value is parsed by its parameter's field, as when the form is posted: a valid one becomes
+    the field's initial value; a bad one, or one given twice, leaves the field as it was and gets a
+    note naming it; names that are not parameters get one note (the run history's ``p`` excepted).
+    Nothing is validated as a whole (``clean()``) nor started: that is what Start does.
+    """
+    notes, unknown = [], []
+    for name, values in query.lists():
+        field = form.fields.get(name)
+        if field is None:
+            if name not in PAGE_QUERY:
+                unknown.append(name)
+            continue
+        shown = {"name": name, "value": Truncator(values[-1]).chars(80)}
+        if len(values) > 1:
+            notes.append(_("“%(name)s” is given more than once in the link: it was left out.") % shown)
+            continue
+        try:
+            form.initial[name] = initial_value(field.clean(values[0]))
+        except ValidationError as error:
+            notes.append(
+                _("“%(name)s=%(value)s” from the link was left out: %(error)s")
+                % {**shown, "error": validation_error_text(error)}
+            )
+    if unknown:
+        notes.append(_("Not parameters of this task, ignored: %(names)s.") % {"names": ", ".join(unknown)})
+    return notes
 
 
 def add_config_errors(form: forms.Form, error: ValidationError) -> None:

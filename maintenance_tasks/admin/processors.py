@@ -36,7 +36,7 @@ from .display import (
     permitted_actions,
     run_state,
 )
-from .forms import RunOptionsForm, add_config_errors, form_config, optional_defaults, start_form
+from .forms import RunOptionsForm, add_config_errors, form_config, optional_defaults, prefill, start_form
 
 RUNS_PER_PAGE = 50
 
@@ -139,6 +139,8 @@ class ProcessorPage:
         self.can_start = self.processor is not None and "start" in self.permitted and not self.problem
         self.form = start_form(self.processor) if self.can_start and form is None else form
         self.options = RunOptionsForm(self.processor) if self.can_start and options is None else options
+        # A runbook link (``?since=2025-01-01``) fills in the form a GET shows; it never starts anything.
+        self.prefill_notes = prefill(self.form, request.GET) if self.form is not None and form is None else []
         self.can_view_schedules = request.user.has_perm("maintenance_tasks.view_schedule")
         self.count_config = count_config
 

@@ -19,10 +19,12 @@ from django.views.decorators.http import require_POST
 from maintenance_tasks import dryrun
 from maintenance_tasks.actors import admin_actor, describe
 from maintenance_tasks.exceptions import MaintenanceTaskError, UnknownProcessor
+from maintenance_tasks.jobs import perform_run
 from maintenance_tasks.models import Run, Task
 from maintenance_tasks.registry import registry, short_name
 from maintenance_tasks.runner import Runner
 from maintenance_tasks.status import RunStatus
+from maintenance_tasks.workers import backend_label
 
 from .display import ACTION_LABELS, PERMISSIONS, ReadOnlyAdmin, admin_url, permitted_actions, run_state
 
@@ -114,6 +116,7 @@ class RunAdmin(ReadOnlyAdmin):
             state=self.state(request, run),
             processor=registry.processors().get(run.task.processor),
             started_by=describe(run.metadata),
+            tasks_backend=backend_label(perform_run.get_backend()),
             events=[(event, describe(event.detail)) for event in run.events.all()],
             dry_run_writes=dryrun.writes(run.dry_run_report) if run.dry_run else [],
             next_url=request.get_full_path(),

@@ -26,6 +26,7 @@ from .exceptions import (
     RunNotResumable,
 )
 from .models import Run, RunEvent, Task
+from .models.lifecycle import announce_created
 from .parameters import json_problem
 from .processor import Processor
 from .registry import registry
@@ -68,6 +69,7 @@ class Runner:
         """Validate, then save an enqueued run without putting it on the queue (the caller performs it).
 
         Raise InvalidProcessor when the processor's class cannot run (its ``definition_problems()``).
+        ``run_enqueued`` is sent once the new run commits.
         """
         path = registry.path_of(processor)
         if problems := registry.get(path).definition_problems():
@@ -87,6 +89,7 @@ class Runner:
                     raise
                 raise RunAlreadyActive(task, active) from None
             RunEvent.objects.log(run, "created", "", RunStatus.ENQUEUED, metadata)
+            announce_created(run)
         return run
 
     @staticmethod
@@ -184,8 +187,9 @@ class Runner:
                 target = {RunStatus.PAUSING: RunStatus.PAUSED, RunStatus.CANCELLING: RunStatus.CANCELLED}.get(
                     RunStatus(old), RunStatus.INTERRUPTED
                 )
-                run.transition_to(target, token=token, action="interrupt")
-                RunEvent.objects.log(run, "connection_lost", old, target, local_actor("cli"))
+                with transaction.atomic():  # the change and its audit entry commit together, then are announced
+                    run.transition_to(target, token=token, action="interrupt")
+                    RunEvent.objects.log(run, "connection_lost", old, target, local_actor("cli"))
                 return True
             except (OperationalError, InterfaceError):
                 if time.monotonic() >= deadline:

@@ -229,6 +229,11 @@ def drive_to_interrupt(run):
     Engine(run, should_stop=lambda: True).perform()
 
 
+#: The audit entry of the change each callback announces.
+MOMENT_ENTRIES = {"on_start": "started", "on_complete": "succeeded", "on_error": "errored", "on_pause": "pause",
+                  "on_resume": "resume", "on_cancel": "cancel", "on_interrupt": "interrupted"}  # fmt: skip
+
+
 @pytest.mark.parametrize(
     ("raise_in", "drive", "status", "signal"),
     [
@@ -256,6 +261,8 @@ def test_a_callback_that_raises_is_recorded_and_changes_nothing(heard, items, ca
     at = S.RUNNING if raise_in == "on_start" else status  # the status the callback's moment left
     assert (event.from_status, event.to_status, event.source) == (at, at, "callback")
     assert (event.detail["error_message"], event.detail["pid"]) == (f"{raise_in} failed", os.getpid())
+    actions = list(run.events.values_list("action", flat=True))  # after the change's own entry: it committed first
+    assert actions[actions.index("callback_failed") - 1] == MOMENT_ENTRIES[raise_in]
     assert signal in [name for name, *_ in heard.moments()]  # receivers still hear of it
     logged = [record for record in caplog.records if record.name == "maintenance_tasks.models.lifecycle"]
     assert [type(record.exc_info[1]) for record in logged] == [Boom]

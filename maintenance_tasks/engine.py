@@ -104,20 +104,21 @@ class Engine:
         """Move the enqueued run to running under a new attempt token (see ``perform``)."""
         run = self.run
         now = timezone.now()
-        run.transition_to(
-            RunStatus.RUNNING,
-            token=token,
-            attempt=F("attempt") + 1,
-            started_at=run.started_at or now,
-            heartbeat_at=now,
-            waiting_since=None,
-            retry_at=None,
-            action="start",
-        )
-        self.writer.token = run.attempt
-        RunEvent.objects.log(
-            run, "started", RunStatus.ENQUEUED, RunStatus.RUNNING, {"source": "engine"}, attempt=run.attempt
-        )
+        with transaction.atomic():  # the change and its audit entry commit together, then are announced
+            run.transition_to(
+                RunStatus.RUNNING,
+                token=token,
+                attempt=F("attempt") + 1,
+                started_at=run.started_at or now,
+                heartbeat_at=now,
+                waiting_since=None,
+                retry_at=None,
+                action="start",
+            )
+            self.writer.token = run.attempt
+            RunEvent.objects.log(
+                run, "started", RunStatus.ENQUEUED, RunStatus.RUNNING, {"source": "engine"}, attempt=run.attempt
+            )
 
     def execute(self) -> Run:
         """Work on the claimed run until it ends, stops or its slice is over; return it."""
@@ -194,7 +195,9 @@ class Engine:
             exc_info=error,
         )
         backtrace = storable(traceback.format_exc(), BACKTRACE_LIMIT)
-        self._finish(RunStatus.ERRORED, error_class=error_class, error_message=message, backtrace=backtrace)
+        self._finish(
+            RunStatus.ERRORED, error=error, error_class=error_class, error_message=message, backtrace=backtrace
+        )
 
     def _retry(self, error: Exception) -> bool:
         """Retry after an error the processor declares in ``retry_on``, while retries are left.
@@ -382,13 +385,14 @@ class Engine:
                     current, status
                 )
             run.status = current
-            try:
-                run.transition_to(target, token=self.token, **fields)
-            except ConcurrentChange:
-                continue
             action, detail = "slice_ended" if target == RunStatus.ENQUEUED else target, {"attempt": self.token}
             if event is not None and target == status:
                 action, detail = event
-            RunEvent.objects.log(run, action, current, target, {"source": "engine"}, **detail)
+            try:
+                with transaction.atomic():  # the change and its audit entry commit together, then are announced
+                    run.transition_to(target, token=self.token, **fields)
+                    RunEvent.objects.log(run, action, current, target, {"source": "engine"}, **detail)
+            except ConcurrentChange:
+                continue
             self.on_progress(run)
             return

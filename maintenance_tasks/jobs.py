@@ -35,8 +35,10 @@ from .exceptions import (
     ENQUEUE_FAILED,
     TOO_MANY_RECOVERIES,
     ConcurrentChange,
+    EnqueueFailed,
     InvalidRouting,
     InvalidTransition,
+    TooManyRecoveries,
     UnknownProcessor,
     error_class_name,
     error_message,
@@ -159,7 +161,9 @@ def _fail_enqueue(run_id: int, attempt: int, error: Exception) -> None:
     logger.error("Run %s: %s", run_id, message, exc_info=error)
     run = Run.objects.filter(pk=run_id, attempt=attempt, status=RunStatus.ENQUEUED).first()
     if run is not None:
-        fields = {"error_class": ENQUEUE_FAILED, "error_message": message, "backtrace": ""}
+        failure = EnqueueFailed(message)
+        failure.__cause__ = error
+        fields = {"error_class": ENQUEUE_FAILED, "error_message": message, "backtrace": "", "error": failure}
         run.move_if_current(
             RunStatus.ERRORED, token=attempt, action="enqueue_failed", actor={"source": "queue"}, **fields
         )
@@ -231,20 +235,22 @@ def _recover(run: Run, target: RunStatus, actor: dict[str, Any]) -> bool:
             ),
             backtrace="",
         )
+        fields["error"] = TooManyRecoveries(fields["error_message"])
     elif old == RunStatus.RUNNING:
         fields["attempt"] = F("attempt") + 1
+    detail = {"stale_attempt": token, "last_heartbeat": heartbeat_at, "recoveries": recoveries}
     try:
-        if old == target:  # enqueued: no transition, a conditional update
-            rows = Run.objects.filter(pk=run.pk, status=old, attempt=token, updated_at=run.updated_at)
-            if not rows.update(updated_at=timezone.now(), **fields):
-                return False
-            run.recoveries, run.recovered_cursor = recoveries, run.cursor
-        else:
-            run.transition_to(target, token=token, action="recover", **fields)
+        with transaction.atomic():  # the change and its audit entry commit together, then are announced
+            if old == target:  # enqueued: no transition, a conditional update
+                rows = Run.objects.filter(pk=run.pk, status=old, attempt=token, updated_at=run.updated_at)
+                if not rows.update(updated_at=timezone.now(), **fields):
+                    return False
+                run.recoveries, run.recovered_cursor = recoveries, run.cursor
+            else:
+                run.transition_to(target, token=token, action="recover", **fields)
+            RunEvent.objects.log(run, "recovered", old, run.status, actor, **detail)
     except (ConcurrentChange, InvalidTransition):
         return False  # it moved on meanwhile: not ours to recover
-    detail = {"stale_attempt": token, "last_heartbeat": heartbeat_at, "recoveries": recoveries}
-    RunEvent.objects.log(run, "recovered", old, run.status, actor, **detail)
     if run.status == RunStatus.ERRORED:
         logger.error("Run %s of %s: %s", run.pk, run.task.processor, fields["error_message"])
     if run.status == RunStatus.ENQUEUED:

@@ -12,6 +12,7 @@ from django.core.checks import CheckMessage, Error
 from django.core.exceptions import ValidationError
 from django.db import models
 
+from .callbacks import LifecycleCallbacks
 from .conf import MAX_SECONDS, is_duration
 from .cron import cron_error
 from .exceptions import InvalidParameters, validation_error_text
@@ -30,12 +31,13 @@ def path_of(processor: type[Processor]) -> str:
     return f"{processor.__module__}.{processor.__qualname__}"
 
 
-class Processor:
+class Processor(LifecycleCallbacks):
     """Base class of maintenance task code.
 
     Subclass it in an app's ``maintenance.py``. Define ``collection()`` and ``process(item)``
     (or ``process_batch(items)``). Type-annotated class attributes are parameters, validated
-    from the run's JSON config and available as ``self.<name>``.
+    from the run's JSON config and available as ``self.<name>``. Define ``on_start(run)``,
+    ``on_complete(run)``, ... to hear about its runs (see ``LifecycleCallbacks``).
     """
 
     #: Items per batch, and rows per query for QuerySet collections.

@@ -26,6 +26,7 @@ from .exceptions import (
     RunNotResumable,
 )
 from .models import Run, RunEvent, Task
+from .models.lifecycle import announce_created
 from .parameters import json_problem
 from .processor import Processor
 from .registry import registry
@@ -80,6 +81,7 @@ class Runner:
 
         Raise InvalidProcessor when the processor's class cannot run (its ``definition_problems()``),
         or cannot be dry-run when ``dry_run`` is asked for (an autocommit processor).
+        ``run_enqueued`` is sent once the new run commits.
         """
         path = registry.path_of(processor)
         if problems := registry.get(path).definition_problems():
@@ -103,6 +105,7 @@ class Runner:
             RunEvent.objects.log(
                 run, "created", "", RunStatus.ENQUEUED, metadata, **({"dry_run": True} if dry_run else {})
             )
+            announce_created(run)
         return run
 
     @staticmethod
@@ -200,8 +203,9 @@ class Runner:
                 target = {RunStatus.PAUSING: RunStatus.PAUSED, RunStatus.CANCELLING: RunStatus.CANCELLED}.get(
                     RunStatus(old), RunStatus.INTERRUPTED
                 )
-                run.transition_to(target, token=token, action="interrupt")
-                RunEvent.objects.log(run, "connection_lost", old, target, local_actor("cli"))
+                with transaction.atomic():  # the change and its audit entry commit together, then are announced
+                    run.transition_to(target, token=token, action="interrupt")
+                    RunEvent.objects.log(run, "connection_lost", old, target, local_actor("cli"))
                 return True
             except (OperationalError, InterfaceError):
                 if time.monotonic() >= deadline:

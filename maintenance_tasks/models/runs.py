@@ -7,7 +7,7 @@ from functools import partial
 from typing import Any
 
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import models
+from django.db import models, transaction
 from django.db.models import Case, F, Q, When
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
@@ -29,6 +29,7 @@ from maintenance_tasks.status import (
 )
 from maintenance_tasks.writelock import write_when_free
 
+from . import lifecycle
 from .tasks import Task
 
 
@@ -168,14 +169,23 @@ class Run(models.Model):
 
     # -- the one writer of ``status`` -----------------------------------------------------
 
-    def transition_to(self, new: str, *, token: int | None = None, action: str | None = None, **fields: Any) -> None:
+    def transition_to(
+        self,
+        new: str,
+        *,
+        token: int | None = None,
+        action: str | None = None,
+        error: BaseException | None = None,
+        **fields: Any,
+    ) -> None:
         """Move to ``new`` if the state machine allows it and nobody changed the run meanwhile.
 
         Raise InvalidTransition (nothing written) if the move is not allowed from the status
         read, and ConcurrentChange if another process changed the status (or, with
-        ``token``, the attempt) since it was read.
+        ``token``, the attempt) since it was read. Once the change commits, it is announced
+        (``lifecycle``): ``error`` is what the run errored with.
         """
-        old = self.status
+        old, first_claim = self.status, self.started_at is None
         if not can_transition(old, new):
             raise InvalidTransition(self.pk, old, new, action)
         now = timezone.now()
@@ -194,15 +204,17 @@ class Run(models.Model):
         self.status = new
         if expressions:
             self.refresh_from_db(fields=expressions)
+        lifecycle.announce_change(self, old, new, first_claim=first_claim, error=error)
 
     def move_if_current(self, new: RunStatus, *, token: int, action: str, actor: dict[str, Any], **fields: Any) -> bool:
         """Move to ``new`` if the run still has its status and the attempt ``token``; log it; return whether it moved."""
         old = self.status
         try:
-            self.transition_to(new, token=token, action=action, **fields)
+            with transaction.atomic():  # the change and its audit entry commit together, then are announced
+                self.transition_to(new, token=token, action=action, **fields)
+                RunEvent.objects.log(self, action, old, new, actor, attempt=token)
         except (ConcurrentChange, InvalidTransition):
             return False  # it moved on meanwhile
-        RunEvent.objects.log(self, action, old, new, actor, attempt=token)
         return True
 
     # -- requests, built on transition_to (starting and resuming enqueue: see runner) --------

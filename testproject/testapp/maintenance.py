@@ -550,3 +550,45 @@ class RewriteItems(Processor):
                 "UPDATE testapp_item SET value = %s WHERE id = %s", [(item.pk * 10, item.pk) for item in items]
             )
         Seen.objects.filter(value="old").delete()
+
+
+class AnnouncedItems(IncrementItems):
+    """Like IncrementItems, and note each callback in Seen: ``<callback> <run id> <pid>`` (on_error adds the error's class).
+
+    ``raise_in`` names a callback that raises Boom; ``result`` what on_complete() returns.
+    """
+
+    raise_in: str = ""
+    result: Literal["summary", "none", "not_json", "too_big"] = "summary"
+
+    def note(self, name, run, *extra):
+        Seen.objects.create(value=" ".join(str(part) for part in (name, run.pk, os.getpid(), *extra)))
+        if name == self.raise_in:
+            raise Boom(f"{name} failed")
+
+    def on_start(self, run):
+        self.note("on_start", run)
+
+    def on_pause(self, run):
+        self.note("on_pause", run)
+
+    def on_resume(self, run):
+        self.note("on_resume", run)
+
+    def on_interrupt(self, run):
+        self.note("on_interrupt", run)
+
+    def on_cancel(self, run):
+        self.note("on_cancel", run)
+
+    def on_error(self, run, error):
+        self.note("on_error", run, type(error).__name__)
+
+    def on_complete(self, run):
+        self.note("on_complete", run)
+        return {
+            "summary": {"processed": run.tick_count, "status": run.status},
+            "none": None,
+            "not_json": {"when": datetime.datetime(2024, 1, 1)},
+            "too_big": ["x" * 100] * 200,
+        }[self.result]

@@ -1,6 +1,5 @@
 import sys
 import textwrap
-import uuid
 
 import pytest
 
@@ -77,29 +76,6 @@ def test_discovers_the_processors_of_each_module_of_a_maintenance_package():
     assert processors["testproject.editorial.maintenance.titles.TrimTitles"] is TrimTitles
     assert processors["testproject.editorial.maintenance.publishing.UnpublishUntitled"] is UnpublishUntitled
     assert registry.resolve("TrimTitles") is TrimTitles
-
-
-@pytest.fixture
-def install_app(tmp_path, monkeypatch, settings):
-    """Write an app's files into a fresh directory on sys.path and add it to INSTALLED_APPS."""
-    monkeypatch.syspath_prepend(str(tmp_path))
-    installed = []
-
-    def install(files):
-        name = f"app_{uuid.uuid4().hex[:12]}"
-        for path, text in {"__init__.py": "", **files}.items():
-            target = tmp_path / name / path
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(text)
-        installed.append(name)
-        settings.INSTALLED_APPS = [*settings.INSTALLED_APPS, name]
-        registry.clear()
-        return name
-
-    yield install
-    for name in installed:
-        for module in [module for module in sys.modules if module == name or module.startswith(f"{name}.")]:
-            del sys.modules[module]
 
 
 PROCESSOR = textwrap.dedent("""

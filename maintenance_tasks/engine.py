@@ -77,6 +77,7 @@ class Engine:
         self.slice_seconds = slice_seconds
         self.retry = retry
         self.processor: Processor | None = None
+        self.error: BaseException | None = None  # the processor's error that left the run errored
         self.writer = GuardedWriter(run.pk)
         # INTERRUPT, SLICE, or the status of a request (pausing/cancelling)
         self.stop_reason: str | None = None
@@ -182,7 +183,7 @@ class Engine:
 
     def _fail(self, error: BaseException) -> None:
         """Leave the run errored, with the error made storable, and log it with its traceback and context."""
-        run = self.run
+        run, self.error = self.run, error
         error_class, message = error_class_name(error), error_message(error)
         logger.error(
             "Run %s of %s errored at cursor %s after %s items: %s: %s",

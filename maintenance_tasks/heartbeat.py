@@ -61,7 +61,8 @@ class Heartbeat(threading.Thread):
 
     It writes only when the executor itself has not written for a beat (``last_write()``,
     a ``time.monotonic()`` value), and only while the attempt ``token()`` is current. It
-    uses its own database connection.
+    uses its own database connection, so it does not start inside a transaction (a test's):
+    there its writes would wait on the run's row, which that transaction holds.
     """
 
     def __init__(self, run_id: int, token: Callable[[], int], last_write: Callable[[], float], interval: float) -> None:
@@ -69,6 +70,10 @@ class Heartbeat(threading.Thread):
         self.run_id, self.token, self.last_write = run_id, token, last_write
         self.interval = interval
         self.stopped = threading.Event()
+
+    def start(self) -> None:
+        if not connections[router.db_for_write(Run)].in_atomic_block:
+            super().start()
 
     def run(self) -> None:
         try:
@@ -86,4 +91,5 @@ class Heartbeat(threading.Thread):
 
     def stop(self) -> None:
         self.stopped.set()
-        self.join()
+        if self.is_alive():
+            self.join()

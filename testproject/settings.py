@@ -31,6 +31,7 @@ INSTALLED_APPS = [
     "django_rq",
     "maintenance_tasks",
     "testproject.demo",
+    "testproject.editorial",
     "testproject.testapp",
 ]
 

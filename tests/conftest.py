@@ -3,6 +3,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -101,6 +102,29 @@ def wait_for(predicate, timeout: float = 30.0, interval: float = 0.05):
             break
         time.sleep(interval)
     raise AssertionError(f"timed out after {seconds:g}s (TEST_TIME_FACTOR={TIME_FACTOR:g}) waiting for {predicate}")
+
+
+@pytest.fixture
+def install_app(tmp_path, monkeypatch, settings):
+    """Write an app's files into a fresh directory on sys.path and add it to INSTALLED_APPS."""
+    monkeypatch.syspath_prepend(str(tmp_path))
+    installed = []
+
+    def install(files):
+        name = f"app_{uuid.uuid4().hex[:12]}"
+        for path, text in {"__init__.py": "", **files}.items():
+            target = tmp_path / name / path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text)
+        installed.append(name)
+        settings.INSTALLED_APPS = [*settings.INSTALLED_APPS, name]
+        registry.clear()
+        return name
+
+    yield install
+    for name in installed:
+        for module in [module for module in sys.modules if module == name or module.startswith(f"{name}.")]:
+            del sys.modules[module]
 
 
 @pytest.fixture(autouse=True)

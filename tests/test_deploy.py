@@ -308,7 +308,10 @@ def test_reset_of_a_done_processor_runs_it_again():
 @pytest.mark.parametrize(
     ("name", "message"),
     [
-        ("Nope", "Unknown processor 'Nope': only processors defined in an installed app's maintenance.py can be run."),
+        (
+            "Nope",
+            "Unknown processor 'Nope': only processors defined in an installed app's maintenance.py or maintenance/ package can be run.",
+        ),
         ("os.system", "Unknown processor 'os.system'"),
         ("DeployAlways", f"{ALWAYS} is not a run-once processor (run_on_deploy = 'always')."),
         ("IncrementItems", f"{INCREMENT} is not a run-once processor (run_on_deploy = None)."),

@@ -1,0 +1,1 @@
+"""The editorial team's maintenance tasks, one module per subject (``titles``, ``publishing``)."""

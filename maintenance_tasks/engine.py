@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import time
-import traceback
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -29,15 +28,8 @@ from django.utils import timezone
 from .conf import app_settings
 from .counting import count_total
 from .dryrun import DryRun
-from .exceptions import (
-    BACKTRACE_LIMIT,
-    ConcurrentChange,
-    InvalidProcessor,
-    StaleAttempt,
-    error_class_name,
-    error_message,
-    storable,
-)
+from .exceptions import ConcurrentChange, InvalidProcessor, StaleAttempt
+from .failures import errored_fields, retry_detail
 from .heartbeat import GuardedWriter, Heartbeat
 from .models import Run, RunEvent
 from .outage import lost_connection
@@ -183,22 +175,8 @@ class Engine:
 
     def _fail(self, error: BaseException) -> None:
         """Leave the run errored, with the error made storable, and log it with its traceback and context."""
-        run, self.error = self.run, error
-        error_class, message = error_class_name(error), error_message(error)
-        logger.error(
-            "Run %s of %s errored at cursor %s after %s items: %s: %s",
-            run.pk,
-            run.task.processor,
-            run.cursor,
-            run.tick_count,
-            error_class,
-            message[:1000],
-            exc_info=error,
-        )
-        backtrace = storable(traceback.format_exc(), BACKTRACE_LIMIT)
-        self._finish(
-            RunStatus.ERRORED, error=error, error_class=error_class, error_message=message, backtrace=backtrace
-        )
+        self.error = error
+        self._finish(RunStatus.ERRORED, error=error, **errored_fields(self.run, error))
 
     def _retry(self, error: Exception) -> bool:
         """Retry after an error the processor declares in ``retry_on``, while retries are left.
@@ -212,16 +190,7 @@ class Engine:
             return False
         delay = 0.0 if self.retry == AT_ONCE else processor.retry_delay(run.retries)
         run.retries += 1
-        detail = {
-            "attempt": self.token,
-            "retry": run.retries,
-            "max_retries": processor.max_retries,
-            "delay": round(delay, 3),
-            "error_class": error_class_name(error),
-            "error_message": error_message(error)[:1000],
-        }
-        logger.warning("Run %s: %s: %s; retry %s of %s in %.1fs.", run.pk, detail["error_class"], detail["error_message"],
-                       run.retries, processor.max_retries, delay)  # fmt: skip
+        detail = retry_detail(run, error, attempt=self.token, max_retries=processor.max_retries, delay=delay)
         if self.retry != SLEEP:
             self.stop_reason = RETRY
             retry_at = timezone.now() + timedelta(seconds=delay) if self.retry == DEFER else None

@@ -28,6 +28,7 @@ from django.utils import timezone
 
 from .conf import app_settings
 from .counting import count_total
+from .csvfiles import csv_opener
 from .exceptions import (
     BACKTRACE_LIMIT,
     ConcurrentChange,
@@ -236,7 +237,7 @@ class Engine:
         """Process the batches after the run's cursor, checkpointing as it goes, until the end or a stop."""
         run = self.run
         processor = self.processor = run.task.build_processor()
-        source = open_source(processor)
+        source = open_source(processor, csv_opener(run))
         if run.tick_total is None and run.cursor is None:  # the first slice (a total counted once)
             run.tick_total = count_total(processor, source, run.pk)
             self._write(tick_total=run.tick_total)

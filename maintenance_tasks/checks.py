@@ -68,6 +68,15 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                 id="maintenance_tasks.E016",
             )
         )
+    alias = user.get("CSV_STORAGE", DEFAULTS["CSV_STORAGE"])
+    if not isinstance(alias, str) or alias not in settings.STORAGES:
+        errors.append(
+            Error(
+                f"MAINTENANCE_TASKS['CSV_STORAGE'] must be an alias of STORAGES, not {alias!r}.",
+                hint=f"Aliases in STORAGES: {', '.join(map(repr, settings.STORAGES))}.",
+                id="maintenance_tasks.E017",
+            )
+        )
     return errors
 
 

@@ -5,6 +5,7 @@ from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings as django_settings
+from django.core.files.storage import Storage, storages
 
 DEFAULTS: dict[str, Any] = {
     # Seconds at most between two checkpoints (cursor and progress) of an autocommit run, and
@@ -33,6 +34,8 @@ DEFAULTS: dict[str, Any] = {
     "COUNT_TIMEOUT": 5.0,
     # Days ended runs are kept, by status; None keeps them forever. A task's latest run is always kept.
     "RETENTION": {"succeeded": 30, "cancelled": 30, "errored": 90},
+    # The STORAGES alias the CSV files runs are started with are kept in (read when the models load).
+    "CSV_STORAGE": "default",
 }
 
 #: The settings that are a positive number of seconds.
@@ -121,6 +124,7 @@ class Settings:
     SCHEDULER_INTERVAL = Seconds()
     OVERDUE_AFTER = Seconds()
     COUNT_TIMEOUT = Seconds()
+    CSV_STORAGE = Setting(str)
 
     @property
     def RETENTION(self) -> dict[str, float | None]:  # noqa: N802
@@ -136,3 +140,10 @@ class Settings:
 
 
 app_settings = Settings()
+
+
+def csv_storage() -> Storage:
+    """Return the storage CSV_STORAGE names, for the runs' CSV files (while it names none, the default: check E017)."""
+    alias = app_settings.value("CSV_STORAGE")
+    known = isinstance(alias, str) and alias in django_settings.STORAGES
+    return storages[alias if known else "default"]

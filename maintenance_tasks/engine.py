@@ -27,6 +27,7 @@ from django.utils import timezone
 
 from .conf import app_settings
 from .counting import count_total
+from .csvfiles import csv_opener
 from .dryrun import DryRun
 from .exceptions import ConcurrentChange, InvalidProcessor, StaleAttempt
 from .failures import errored_fields, retry_detail
@@ -212,7 +213,7 @@ class Engine:
         run = self.run
         processor = self.processor = run.task.build_processor()
         self.dry_run.check(processor)
-        source = open_source(processor)
+        source = open_source(processor, csv_opener(run))
         if run.tick_total is None and run.cursor is None:  # the first slice (a total counted once)
             run.tick_total = count_total(processor, source, run.pk)
             self._write(tick_total=run.tick_total)

@@ -108,6 +108,10 @@ class InvalidProcessor(MaintenanceTaskError):
     """The processor's definition cannot be run as it is (an async ``process()``, a bad ``batch_size``, ...)."""
 
 
+class InvalidCSV(MaintenanceTaskError, ValueError):
+    """A CSV file cannot be read: a missing column, bytes its encoding cannot decode, a malformed row."""
+
+
 class CountTimedOut(MaintenanceTaskError):
     """Counting the items took longer than COUNT_TIMEOUT: there are too many to count quickly."""
 

@@ -15,6 +15,7 @@ from django.db import models
 from .callbacks import LifecycleCallbacks
 from .conf import MAX_SECONDS, is_duration
 from .cron import cron_error
+from .csvsource import csv_problems
 from .exceptions import InvalidParameters, validation_error_text
 from .parameters import MISSING, Parameter, annotations_of, field_for, to_json, validate_json
 from .sources import cursor_problem, open_source, ordering_problem
@@ -66,6 +67,11 @@ class Processor(LifecycleCallbacks):
     #: Started by ``deploy_maintenance_tasks``, with the default parameters: ``"once"`` (until a
     #: run succeeds, like a data migration), ``"always"`` (on every deploy), or None (never).
     run_on_deploy: ClassVar[Literal["once", "always"] | None] = None
+    #: Read each run's items from the CSV file it is started with: ``process(row)`` gets a dict
+    #: keyed by the header row. ``csv_headers`` are the columns the file must have.
+    csv_collection: ClassVar[bool] = False
+    csv_headers: ClassVar[tuple[str, ...]] = ()
+    csv_encoding: ClassVar[str] = "utf-8-sig"
 
     _parameters: ClassVar[dict[str, Parameter]]
 
@@ -262,7 +268,11 @@ class Processor(LifecycleCallbacks):
         size = cls.batch_size
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
             problems.append(("maintenance_tasks.E034", f"batch_size must be a whole number, 1 or more, not {size!r}."))
-        if cls.collection is Processor.collection and not cls.defines_enumerate() and cls.takes_an_item():
+        problems += [
+            ("maintenance_tasks.E035", p) for p in csv_problems(cls, cls.collection is not Processor.collection)
+        ]
+        sourced = cls.csv_collection or cls.defines_enumerate()
+        if cls.collection is Processor.collection and not sourced and cls.takes_an_item():
             problems.append(
                 ("maintenance_tasks.E033", "process() takes an item, but there is no collection() to give it one: "
                  "define collection() returning the items, or process(self) without an item.")

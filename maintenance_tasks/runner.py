@@ -7,7 +7,7 @@ work on the queue is ``jobs``. The runner ties them together: validate, create, 
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import IO, Any
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, InterfaceError, OperationalError, connections, transaction
@@ -16,6 +16,7 @@ from django.utils import timezone
 from . import dryrun, jobs, slots
 from .actors import local_actor
 from .conf import app_settings
+from .csvfiles import kept_if_saved, store_csv
 from .exceptions import (
     ENQUEUE_FAILED,
     ConcurrentChange,
@@ -47,15 +48,18 @@ class Runner:
         *,
         metadata: JSONObject | None = None,
         dry_run: bool = False,
+        csv_file: IO[bytes] | None = None,
     ) -> Run:
         """Validate the config, create the task if needed and a run, and put it on the queue.
+
+        ``csv_file`` (a file object open in binary) is the file a ``csv_collection`` processor reads.
 
         Raise ValidationError for a bad config and RunAlreadyActive when the task already has
         an active run; nothing is saved then. Raise EnqueueFailed when the tasks backend refuses
         the job: the run is saved, errored, with the backend's message. With ``dry_run``, every
         batch is rolled back and the run reports the writes it would have made (see ``dryrun``).
         """
-        run = Runner.create(processor, config, metadata=metadata, dry_run=dry_run)
+        run = Runner.create(processor, config, metadata=metadata, dry_run=dry_run, csv_file=csv_file)
         Runner._enqueue(run)
         return run
 
@@ -76,11 +80,13 @@ class Runner:
         *,
         metadata: JSONObject | None = None,
         dry_run: bool = False,
+        csv_file: IO[bytes] | None = None,
     ) -> Run:
         """Validate, then save an enqueued run without putting it on the queue (the caller performs it).
 
         Raise InvalidProcessor when the processor's class cannot run (its ``definition_problems()``),
         or cannot be dry-run when ``dry_run`` is asked for (an autocommit processor).
+        ValidationError on ``csv_file`` when the CSV file is missing, not wanted or unreadable.
         ``run_enqueued`` is sent once the new run commits.
         """
         path = registry.path_of(processor)
@@ -92,11 +98,12 @@ class Runner:
         canonical = registry.get(path).from_config(config).config
         metadata = metadata if metadata is not None else local_actor("python")
         Runner.validate_metadata(metadata)
-        with transaction.atomic():
+        csv = store_csv(registry.get(path), csv_file)  # checked and stored last, deleted if no run is saved
+        with kept_if_saved(csv), transaction.atomic():
             task = Task.objects.for_config(path, canonical)
             try:
                 with transaction.atomic():
-                    run = Run.objects.create(task=task, metadata=metadata, dry_run=dry_run)
+                    run = Run.objects.create(task=task, metadata=metadata, dry_run=dry_run, **csv)
             except IntegrityError:
                 active = task.runs.active().values_list("pk", flat=True).first()
                 if active is None:  # not the one-active-run constraint: a real error

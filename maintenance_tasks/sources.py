@@ -2,8 +2,8 @@
 
 A cursor is a string the engine saves after each batch and hands back on resume:
 the JSON list of the last key for QuerySets (keyset pagination, never OFFSET), the
-number of items consumed for sequences and iterables, or whatever a custom
-``enumerate()`` yields.
+number of items consumed for sequences and iterables, ``"<byte offset>:<lines>"`` for CSV
+files (see ``csvsource``), or whatever a custom ``enumerate()`` yields.
 """
 
 from __future__ import annotations
@@ -15,13 +15,17 @@ import uuid
 from collections.abc import Callable, Iterator, Sized
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, ClassVar, Protocol
+from typing import IO, Any, ClassVar, Protocol
 
 from django.core.exceptions import FieldDoesNotExist
 from django.db import models
 from django.db.models import Q
 
+from .csvsource import CSVFile
 from .exceptions import InvalidProcessor
+
+#: Opens a run's CSV file for reading, in binary: a new file object each time.
+type CSVOpener = Callable[[], IO[bytes]]
 
 
 class ProcessorLike(Protocol):
@@ -29,6 +33,9 @@ class ProcessorLike(Protocol):
 
     batch_size: ClassVar[int]
     cursor_columns: ClassVar[tuple[str, ...] | None]
+    csv_collection: ClassVar[bool]
+    csv_headers: ClassVar[tuple[str, ...]]
+    csv_encoding: ClassVar[str]
 
     @classmethod
     def defines_enumerate(cls) -> bool: ...
@@ -256,6 +263,29 @@ class IterableSource(Source):
             done += len(items)
 
 
+def paired_batches(pairs: Iterator[tuple[Any, Any]], size: int) -> Iterator[Batch]:
+    """Yield batches of up to ``size`` items from ``(item, cursor after it)`` pairs.
+
+    An error while reading the pairs (a malformed CSV row) ends the batch before it: the items
+    read until then are processed first, so the run stops with its cursor on the bad one.
+    """
+    while True:
+        chunk, failure = [], None
+        try:
+            for pair in itertools.islice(pairs, size):
+                chunk.append(pair)
+        except Exception as error:
+            failure = error
+        if chunk:
+            items = [item for item, _ in chunk]
+            cursors = [str(position) for _, position in chunk]
+            yield Batch(items, len(items), cursors.__getitem__)
+        if failure is not None:
+            raise failure
+        if not chunk:
+            return
+
+
 class CustomSource(Source):
     """A processor's own ``enumerate(cursor)``, yielding ``(item, cursor)`` pairs."""
 
@@ -265,15 +295,38 @@ class CustomSource(Source):
     def batches(self, cursor: str | None, *, whole: bool) -> Iterator[Batch]:
         pairs = self.processor.enumerate(cursor)
         assert pairs is not None  # noqa: S101 (open_source checked that enumerate is overridden)
-        pairs = iter(pairs)
-        while chunk := list(itertools.islice(pairs, self.batch_size)):
-            items = [item for item, _ in chunk]
-            cursors = [str(position) for _, position in chunk]
-            yield Batch(items, len(items), cursors.__getitem__)
+        yield from paired_batches(iter(pairs), self.batch_size)
 
 
-def open_source(processor: ProcessorLike) -> Source:
-    """Return the source that walks this processor's items."""
+class CSVSource(Source):
+    """The rows of a run's CSV file, as dicts keyed by the header; the cursor is the byte offset after a row."""
+
+    def __init__(self, processor: ProcessorLike, opener: CSVOpener | None) -> None:
+        super().__init__(processor, None)
+        self.opener = opener
+
+    def open(self) -> CSVFile:
+        if self.opener is None:
+            raise InvalidProcessor(f"{type(self.processor).__name__} reads a CSV file, but the run has none.")
+        return CSVFile(self.opener(), self.processor.csv_encoding, self.processor.csv_headers)
+
+    def count(self) -> int | None:
+        if self.opener is None:
+            return None  # no file yet (the admin's "Count items"): a run counts its file's rows
+        csv_file = self.open()
+        with csv_file.file:
+            return csv_file.scan()
+
+    def batches(self, cursor: str | None, *, whole: bool) -> Iterator[Batch]:
+        csv_file = self.open()
+        with csv_file.file:
+            yield from paired_batches(csv_file.rows(cursor), self.batch_size)
+
+
+def open_source(processor: ProcessorLike, csv_file: CSVOpener | None = None) -> Source:
+    """Return the source that walks this processor's items (``csv_file`` opens the run's CSV file, if any)."""
+    if processor.csv_collection:
+        return CSVSource(processor, csv_file)
     if processor.defines_enumerate():
         return CustomSource(processor, None)
     collection = processor.collection()

@@ -63,6 +63,8 @@ TEMPLATES = [
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = VAR_DIR / "static"
+# Where the default storage keeps files: the CSV files runs are started with (CSV_STORAGE).
+MEDIA_ROOT = env.path("MEDIA_ROOT", default=VAR_DIR / "media")
 
 DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'db.sqlite3'}")}
 _db = DATABASES["default"]

@@ -14,6 +14,7 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
 from maintenance_tasks import dryrun
+from maintenance_tasks.csvfiles import CSV_FIELD
 from maintenance_tasks.exceptions import InvalidParameters, UnknownProcessor, validation_error_text
 from maintenance_tasks.models import Schedule, ScheduleSource, Task
 from maintenance_tasks.parameters import to_json
@@ -28,9 +29,22 @@ TIMING_FIELDS = {"cron", "run_at", "enabled"}
 RUN_FIELDS = {"processor", "config", "cron", "run_at"}
 
 
+def csv_file_field(processor: type[Processor]) -> dict[str, forms.Field]:
+    """Return the file input of a ``csv_collection`` processor's form (none for others).
+
+    Not required here: the runner refuses a missing file, beside this field, so "Count items" works without one.
+    """
+    if not processor.csv_collection:
+        return {}
+    columns = ", ".join(processor.csv_headers)
+    help_text = _("Its header row must name the columns %(columns)s.") % {"columns": columns} if columns else ""
+    return {CSV_FIELD: forms.FileField(label=_("CSV file"), required=False, help_text=help_text)}
+
+
 def start_form_class(processor: type[Processor]) -> type[forms.Form]:
     """Return a form with one field per parameter (each parameter's field is already a form field)."""
     fields = {name: parameter.field for name, parameter in processor.parameters().items()}
+    fields.update(csv_file_field(processor))
     return type(f"{processor.__name__}StartForm", (forms.Form,), {**fields, "required_css_class": "required"})
 
 
@@ -39,13 +53,13 @@ def initial_value(value: Any) -> Any:
     return value.value if isinstance(value, enum.Enum) else value
 
 
-def start_form(processor: type[Processor], data: Any = None) -> forms.Form:
+def start_form(processor: type[Processor], data: Any = None, files: Any = None) -> forms.Form:
     """Return the start form of a processor, its optional parameters filled in with their defaults."""
     initial = {}
     for name, parameter in processor.parameters().items():
         if not parameter.required:
             initial[name] = initial_value(parameter.default)
-    return start_form_class(processor)(data, initial=initial, prefix="param")
+    return start_form_class(processor)(data, files, initial=initial, prefix="param")
 
 
 class RunOptionsForm(forms.Form):
@@ -109,8 +123,8 @@ def add_config_errors(form: forms.Form, error: ValidationError) -> None:
 
 
 def form_config(form: forms.Form) -> dict[str, Any]:
-    """Return the config a valid start form gives, as JSON values."""
-    return {name: to_json(value) for name, value in form.cleaned_data.items()}
+    """Return the config a valid start form gives, as JSON values (the CSV file is not a parameter)."""
+    return {name: to_json(value) for name, value in form.cleaned_data.items() if name != CSV_FIELD}
 
 
 def optional_defaults(processor: type[Processor]) -> dict[str, Any]:

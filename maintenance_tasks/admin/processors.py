@@ -20,6 +20,7 @@ from django.utils.translation import gettext as _
 from maintenance_tasks.actors import admin_actor
 from maintenance_tasks.conf import app_settings
 from maintenance_tasks.counting import count_within
+from maintenance_tasks.csvfiles import CSV_FIELD
 from maintenance_tasks.exceptions import CountTimedOut, InvalidParameters, MaintenanceTaskError, UnknownProcessor
 from maintenance_tasks.models import Run, Schedule, Task
 from maintenance_tasks.processor import Processor
@@ -272,7 +273,7 @@ class TaskAdmin(ReadOnlyAdmin):
     def start(self, request: HttpRequest, path_: str, processor: type[Processor]) -> HttpResponse:
         """Validate the posted parameters, then start a run (or only count items with ``_count``)."""
         try:
-            form = start_form(processor, request.POST)
+            form = start_form(processor, request.POST, request.FILES)
         except InvalidParameters as error:
             self.message_user(request, f"{path_}: {error}", messages.ERROR)
             return self.render_processor(request, path_, None, status=400)
@@ -282,9 +283,9 @@ class TaskAdmin(ReadOnlyAdmin):
         config = form_config(form)
         if "_count" in request.POST:
             return self.render_processor(request, path_, form, count_config=config, options=options)
-        dry_run = options.cleaned_data["dry_run"]
+        dry_run, csv_file = options.cleaned_data["dry_run"], form.cleaned_data.get(CSV_FIELD)
         try:
-            run = Runner.run(path_, config, metadata=admin_actor(request), dry_run=dry_run)
+            run = Runner.run(path_, config, metadata=admin_actor(request), dry_run=dry_run, csv_file=csv_file)
         except ValidationError as error:
             add_config_errors(form, error)
             return self.render_processor(request, path_, form, status=400, options=options)

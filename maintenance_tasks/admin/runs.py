@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path
@@ -81,6 +82,7 @@ class RunAdmin(ReadOnlyAdmin):
         view = self.admin_site.admin_view
         return [
             path("<int:run_id>/progress/", view(self.progress_view), name="maintenance_tasks_run_progress"),
+            path("<int:run_id>/csv/", view(self.csv_view), name="maintenance_tasks_run_csv"),
             *(
                 path(
                     f"<int:run_id>/{action}/",
@@ -119,9 +121,34 @@ class RunAdmin(ReadOnlyAdmin):
             tasks_backend=backend_label(perform_run.get_backend()),
             events=[(event, describe(event.detail)) for event in run.events.all()],
             dry_run_writes=dryrun.writes(run.dry_run_report) if run.dry_run else [],
+            csv_file=self.csv_file(run),
             next_url=request.get_full_path(),
         )
         return TemplateResponse(request, "admin/maintenance_tasks/run/detail.html", context)
+
+    @staticmethod
+    def csv_file(run: Run) -> dict[str, Any] | None:
+        """Return the name and size (None: gone from its storage) of the CSV file the run reads, if any."""
+        if not run.csv_file:
+            return None
+        try:
+            size = run.csv_file.size
+        except OSError:
+            size = None
+        return {"name": os.path.basename(run.csv_file.name), "size": size}
+
+    def csv_view(self, request: HttpRequest, run_id: int) -> FileResponse:
+        """Send the run's CSV file, streamed, to a user who may view the run."""
+        request.current_app = self.admin_site.name
+        run = self.get_run(request, run_id)
+        try:
+            if not run.csv_file:
+                raise FileNotFoundError
+            file = run.csv_file.storage.open(run.csv_file.name, "rb")
+        except OSError:
+            raise Http404(_("Run %(id)s has no CSV file in its storage.") % {"id": run.pk}) from None
+        name = os.path.basename(run.csv_file.name)
+        return FileResponse(file, as_attachment=True, filename=name, content_type="text/csv")
 
     def progress_view(self, request: HttpRequest, run_id: int) -> JsonResponse:
         request.current_app = self.admin_site.name

@@ -13,7 +13,7 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from maintenance_tasks.actors import local_actor
-from maintenance_tasks.conf import app_settings
+from maintenance_tasks.conf import app_settings, csv_storage
 from maintenance_tasks.exceptions import ConcurrentChange, InvalidTransition, RunNotStuck
 from maintenance_tasks.status import (
     ACTIVE_STATUSES,
@@ -104,6 +104,10 @@ class Run(models.Model):
     output_dropped = models.PositiveBigIntegerField(_("output lines dropped"), default=0)
     status_line = models.CharField(_("status line"), max_length=255, blank=True)
     result = models.JSONField(_("result"), null=True, blank=True, encoder=DjangoJSONEncoder)
+    # The CSV file a run of a ``csv_collection`` processor reads, in the CSV_STORAGE storage; deleted with the run.
+    csv_file = models.FileField(
+        _("CSV file"), upload_to="maintenance_tasks/csv/%Y/%m/", storage=csv_storage, max_length=255, blank=True
+    )
     error_class = models.CharField(_("error class"), max_length=255, blank=True)
     error_message = models.TextField(_("error message"), blank=True)
     backtrace = models.TextField(_("backtrace"), blank=True)

@@ -54,3 +54,16 @@ class PublishArticles(Processor):
 
     def count(self):
         return Article.objects.filter(published=False, title__istartswith=self.prefix).count()
+
+
+class ImportArticles(Processor):
+    """Create an article per row of a CSV file with a title column (try demo/articles.csv)."""
+
+    csv_collection = True
+    csv_headers = ("title",)
+    batch_size = 500
+
+    def process_batch(self, rows):
+        Article.objects.bulk_create(
+            Article(title=row["title"], published=row.get("published", "").lower() == "yes") for row in rows
+        )

@@ -2,6 +2,7 @@
 
 import datetime
 import enum
+import json
 import os
 import signal
 import time
@@ -592,3 +593,45 @@ class AnnouncedItems(IncrementItems):
             "not_json": {"when": datetime.datetime(2024, 1, 1)},
             "too_big": ["x" * 100] * 200,
         }[self.result]
+
+
+# -- CSV input ------------------------------------------------------------------------------------
+
+
+class RecordRows(Processor):
+    """Record each row of a CSV file with an id column, as sorted JSON, one call per row."""
+
+    csv_collection = True
+    csv_headers = ("id",)
+    batch_size = 3
+
+    def process(self, row):
+        Seen.objects.create(value=json.dumps(row, sort_keys=True))
+
+
+class RecordRowIds(Processor):
+    """Record the id of each row, a whole batch per INSERT; ``delay`` seconds per batch."""
+
+    csv_collection = True
+    csv_headers = ("id",)
+    batch_size = 1000
+    delay: float = 0.0
+
+    def process_batch(self, rows):
+        Seen.objects.bulk_create(Seen(value=row["id"]) for row in rows)
+        time.sleep(self.delay)
+
+
+class RecordLatin1Rows(RecordRows):
+    csv_encoding = "latin-1"
+
+
+class SkipRows(Processor):
+    """Read a CSV file and do nothing with its rows (the memory test)."""
+
+    csv_collection = True
+    batch_size = 1000
+    atomic = False
+
+    def process(self, row):
+        pass

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
-from typing import Any
+from typing import IO, Any
 
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -45,6 +46,18 @@ def name_value(text: str) -> tuple[str, str]:
     return name.strip(), value
 
 
+def csv_input(path: str | None) -> contextlib.AbstractContextManager[IO[bytes] | None]:
+    """Return the ``--csv`` file open in binary (``-``: standard input); raise a one-line CommandError if it cannot be."""
+    if path is None:
+        return contextlib.nullcontext()
+    if path == "-":
+        return contextlib.nullcontext(sys.stdin.buffer)
+    try:
+        return open(path, "rb")
+    except OSError as error:
+        raise CommandError(f"--csv: cannot open {path}: {error.strerror}.", returncode=BAD_INPUT) from None
+
+
 class Command(BaseCommand):
     help = (
         "Run a maintenance task in the foreground. Exit status: 0 succeeded, 1 errored, "
@@ -74,6 +87,9 @@ class Command(BaseCommand):
             action="store_true",
             help="With --resume: take over a run still marked running even if its heartbeat is fresh.",
         )
+        parser.add_argument(
+            "--csv", metavar="PATH", help="The CSV file a csv_collection processor reads ('-': standard input)."
+        )
 
     def handle(
         self,
@@ -84,6 +100,7 @@ class Command(BaseCommand):
         resume: int | None,
         force: bool,
         dry_run: bool,
+        csv: str | None,
         verbosity: int,
         **options: Any,
     ) -> None:
@@ -95,9 +112,10 @@ class Command(BaseCommand):
         given = {**json_object(config), **dict(name_value(param) for param in params)}
         try:
             if resume is not None:
-                if processor or config is not None or params:
+                if processor or config is not None or params or csv is not None:
                     raise CommandError(
-                        "--resume takes no processor nor parameters: the run keeps its own.", returncode=BAD_INPUT
+                        "--resume takes no processor, parameters nor --csv: the run keeps its own.",
+                        returncode=BAD_INPUT,
                     )
                 run = Run.objects.select_related("task").filter(pk=resume).first()
                 if run is None:
@@ -106,8 +124,11 @@ class Command(BaseCommand):
             else:
                 if not processor:
                     raise CommandError("Name a processor, or give --resume RUN_ID.", returncode=BAD_INPUT)
-                run = Runner.create(processor, given, metadata=actor, dry_run=dry_run)
+                with csv_input(csv) as csv_file:
+                    run = Runner.create(processor, given, metadata=actor, dry_run=dry_run, csv_file=csv_file)
         except ValidationError as error:
+            if getattr(error, "error_dict", None) and set(error.error_dict) == {"csv_file"}:
+                raise CommandError(f"--csv: {' '.join(error.messages)}", returncode=BAD_INPUT) from None
             raise CommandError(
                 f"Invalid config for {processor}: {validation_error_text(error)}", returncode=BAD_INPUT
             ) from None

@@ -47,6 +47,8 @@ class ProgressBar:
         if self.bar.total is None and run.tick_total is not None:
             self.bar.total = run.tick_total
         self.bar.update(run.tick_count - self.bar.n)
+        if new:
+            self.bar.refresh()  # drawn again below the lines, even within tqdm's mininterval
 
     def close(self) -> None:
         self.bar.close()

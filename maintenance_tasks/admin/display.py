@@ -137,15 +137,11 @@ def run_state(run: Run, allowed: set[str], *, current_app: str, processor_missin
 def output_state(run: Run) -> dict[str, Any]:
     """Return what the run page shows of a run's output: its kept lines and how many went before them."""
     dropped = run.output_dropped
+    note = ngettext("%(count)s earlier line not kept.", "%(count)s earlier lines not kept.", dropped)
     return {
         "output": [line_parts(line) for line in run.output],
         "output_total": dropped + len(run.output),  # changes whenever a line is added
-        "output_dropped_text": ngettext(
-            "%(count)s earlier line not kept.", "%(count)s earlier lines not kept.", dropped
-        )
-        % {"count": f"{dropped:,}"}
-        if dropped
-        else "",
+        "output_dropped_text": note % {"count": f"{dropped:,}"} if dropped else "",
     }
 
 

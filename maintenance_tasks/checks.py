@@ -6,7 +6,7 @@ from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
 from django.tasks.exceptions import InvalidTaskBackend
 
-from .conf import DAY, DEFAULTS, MAX_SECONDS, RENAMED, SECONDS, app_settings, is_duration
+from .conf import DAY, DEFAULTS, MAX_OUTPUT_LINES, MAX_SECONDS, RENAMED, SECONDS, app_settings, is_duration
 from .exceptions import InvalidRouting
 from .registry import registry
 from .status import COMPLETED_STATUSES
@@ -75,6 +75,14 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                 f"MAINTENANCE_TASKS['CSV_STORAGE'] must be an alias of STORAGES, not {alias!r}.",
                 hint=f"Aliases in STORAGES: {', '.join(map(repr, settings.STORAGES))}.",
                 id="maintenance_tasks.E017",
+            )
+        )
+    lines = user.get("OUTPUT_LINES", 0)
+    if isinstance(lines, bool) or not isinstance(lines, int) or not 0 <= lines <= MAX_OUTPUT_LINES:
+        errors.append(
+            Error(
+                f"MAINTENANCE_TASKS['OUTPUT_LINES'] must be a whole number from 0 to {MAX_OUTPUT_LINES:,}, not {lines!r}.",
+                id="maintenance_tasks.E018",
             )
         )
     return errors

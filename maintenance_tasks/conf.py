@@ -36,6 +36,8 @@ DEFAULTS: dict[str, Any] = {
     "RETENTION": {"succeeded": 30, "cancelled": 30, "errored": 90},
     # The STORAGES alias the CSV files runs are started with are kept in (read when the models load).
     "CSV_STORAGE": "default",
+    # Lines of its output a run keeps (``self.log()`` in a processor): the last ones; the others are counted.
+    "OUTPUT_LINES": 200,
 }
 
 #: The settings that are a positive number of seconds.
@@ -70,6 +72,20 @@ def fit_seconds(value: Any, default: float, *, unit: float = 1.0) -> float:
     except (TypeError, ValueError, OverflowError):
         return default
     return default if math.isnan(seconds) else max(-MAX_SECONDS, min(seconds, MAX_SECONDS))
+
+
+#: The most output lines a run may keep: a checkpoint with new lines writes all the kept ones.
+MAX_OUTPUT_LINES = 10_000
+
+
+def line_count(value: Any) -> int:
+    """Return OUTPUT_LINES as a number of lines from 0 to MAX_OUTPUT_LINES (the default if not a whole number).
+
+    The checks refuse such values; this keeps runs working if one slips through.
+    """
+    if isinstance(value, bool) or not isinstance(value, int):
+        return DEFAULTS["OUTPUT_LINES"]
+    return max(0, min(value, MAX_OUTPUT_LINES))
 
 
 #: Settings renamed before the first release: the old name is a system check error naming the new one.
@@ -125,6 +141,7 @@ class Settings:
     OVERDUE_AFTER = Seconds()
     COUNT_TIMEOUT = Seconds()
     CSV_STORAGE = Setting(str)
+    OUTPUT_LINES = Setting(line_count)
 
     @property
     def RETENTION(self) -> dict[str, float | None]:  # noqa: N802

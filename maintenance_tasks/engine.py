@@ -328,7 +328,8 @@ class Engine:
     def _checkpoint(self, cursor: str, tick_count: int) -> None:
         run = self.run
         time_running = run.time_running + self._elapsed()
-        self._write(cursor=cursor, tick_count=tick_count, time_running=time_running, **self.dry_run.fields())
+        output = self.processor.output_changes(run) if self.processor else {}  # lines logged, status set
+        self._write(cursor=cursor, tick_count=tick_count, time_running=time_running, **self.dry_run.fields(), **output)
         run.cursor, run.tick_count, run.time_running = cursor, tick_count, time_running
         self.done_count = tick_count
         self.next_checkpoint = self.clock + self.checkpoint_interval
@@ -344,6 +345,7 @@ class Engine:
         fields.update(
             cursor=run.cursor, tick_count=run.tick_count, time_running=run.time_running, heartbeat_at=timezone.now()
         )
+        fields.update(self.processor.output_changes(run) if self.processor else {})
         for _ in range(5):
             current, attempt = Run.objects.filter(pk=run.pk).values_list("status", "attempt").get()
             if attempt != self.token or current not in EXECUTING_STATUSES:

@@ -14,9 +14,14 @@ def validation_error_text(error: ValidationError) -> str:
     return " ".join(error.messages)
 
 
+def escaped(text: str) -> str:
+    """Return ``text`` with what a database refuses escaped: NUL (PostgreSQL), lone surrogates (UTF-8)."""
+    return text.replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def storable(text: str, limit: int) -> str:
     """Return ``text`` as every database stores it: no NUL, no lone surrogate, at most ``limit`` characters."""
-    text = text.replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode("utf-8")
+    text = escaped(text)
     if len(text) > limit:
         keep = max(0, limit - 60)  # room for the note
         text = text[:keep] + f"\n[... {len(text) - keep:,} more characters cut]"

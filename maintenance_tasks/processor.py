@@ -17,6 +17,7 @@ from .conf import MAX_SECONDS, is_duration
 from .cron import cron_error
 from .csvsource import csv_problems
 from .exceptions import InvalidParameters, validation_error_text
+from .output import Reporting
 from .parameters import MISSING, Parameter, annotations_of, field_for, to_json, validate_json
 from .sources import cursor_problem, open_source, ordering_problem
 
@@ -32,13 +33,15 @@ def path_of(processor: type[Processor]) -> str:
     return f"{processor.__module__}.{processor.__qualname__}"
 
 
-class Processor(LifecycleCallbacks):
+class Processor(LifecycleCallbacks, Reporting):
     """Base class of maintenance task code.
 
     Subclass it in an app's ``maintenance.py``. Define ``collection()`` and ``process(item)``
     (or ``process_batch(items)``). Type-annotated class attributes are parameters, validated
     from the run's JSON config and available as ``self.<name>``. Define ``on_start(run)``,
-    ``on_complete(run)``, ... to hear about its runs (see ``LifecycleCallbacks``).
+    ``on_complete(run)``, ... to hear about its runs (see ``LifecycleCallbacks``);
+    ``self.log("...")`` and ``self.status = "..."`` report on the run page and the command line
+    (``Reporting``).
     """
 
     #: Items per batch, and rows per query for QuerySet collections.

@@ -9,6 +9,7 @@ from typing import Any
 from tqdm import tqdm
 
 from .models import Run
+from .output import OutputFollower
 
 
 def describe(run: Run) -> str:
@@ -21,9 +22,10 @@ def describe(run: Run) -> str:
 
 
 class ProgressBar:
-    """A tqdm bar fed by the engine's progress callbacks."""
+    """A tqdm bar fed by the engine's progress callbacks; the run's output lines go to ``lines``, above it."""
 
-    def __init__(self, run: Run, stream: Any) -> None:
+    def __init__(self, run: Run, stream: Any, lines: Any) -> None:
+        self.lines, self.output = lines, OutputFollower(run)
         self.bar = tqdm(
             total=run.tick_total,
             initial=run.tick_count,
@@ -35,24 +37,35 @@ class ProgressBar:
         )
 
     def __call__(self, run: Run) -> None:
+        if new := self.output.new_lines(run):
+            self.bar.clear()
+            for line in new:
+                self.lines.write(line)
+            self.lines.flush()
+        if run.status_line != self.bar.postfix:
+            self.bar.set_postfix_str(run.status_line, refresh=False)
         if self.bar.total is None and run.tick_total is not None:
             self.bar.total = run.tick_total
         self.bar.update(run.tick_count - self.bar.n)
+        if new:
+            self.bar.refresh()  # drawn again below the lines, even within tqdm's mininterval
 
     def close(self) -> None:
         self.bar.close()
 
 
 class ProgressLog:
-    """A plain line every ``interval`` seconds, for logs and pipes."""
+    """A plain line every ``interval`` seconds, for logs and pipes, and the run's output lines as they come."""
 
     def __init__(self, run: Run, stream: Any, interval: float) -> None:
-        self.stream, self.interval = stream, interval
+        self.stream, self.interval, self.output = stream, interval, OutputFollower(run)
         self.next_line = time.monotonic() + interval
 
     def __call__(self, run: Run) -> None:
+        for line in self.output.new_lines(run):
+            self.stream.write(line)
         if time.monotonic() >= self.next_line:
-            self.stream.write(describe(run))
+            self.stream.write(describe(run) + (f" – {run.status_line}" if run.status_line else ""))
             self.next_line = time.monotonic() + self.interval
 
     def close(self) -> None:

@@ -819,7 +819,13 @@ def test_schedule_changelist_answers_a_nul_in_a_search(operator, client):
 
 @pytest.mark.parametrize(
     ("trait", "total", "bar"),
-    [("running", None, None), ("enqueued", None, None), ("paused", None, 0), ("errored", None, 0), ("paused", 40, 50.0)],
+    [
+        ("running", None, None),
+        ("enqueued", None, None),
+        ("paused", None, 0),
+        ("errored", None, 0),
+        ("paused", 40, 50.0),
+    ],
 )
 def test_only_a_moving_run_without_a_total_has_an_animated_bar(operator, client, trait, total, bar):
     traits = {} if trait == "enqueued" else {trait: True}

@@ -37,6 +37,13 @@ def test_defaults_pass(settings):
         ({"RETENTION": {"errored": 0}}, ["maintenance_tasks.E014"]),
         ({"RETENTION": {"errored": "90"}}, ["maintenance_tasks.E014"]),
         ({"RETENTION": {"errored": None, "succeeded": 7.5}}, []),
+        ({"OUTPUT_LINES": -1}, ["maintenance_tasks.E018"]),
+        ({"OUTPUT_LINES": 10_001}, ["maintenance_tasks.E018"]),
+        ({"OUTPUT_LINES": "200"}, ["maintenance_tasks.E018"]),
+        ({"OUTPUT_LINES": 2.5}, ["maintenance_tasks.E018"]),
+        ({"OUTPUT_LINES": True}, ["maintenance_tasks.E018"]),
+        ({"OUTPUT_LINES": 0}, []),
+        ({"OUTPUT_LINES": 10_000}, []),
     ],
 )
 def test_wrong_settings_are_reported(settings, value, expected):

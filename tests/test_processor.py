@@ -217,9 +217,7 @@ def test_an_empty_dict_or_list_is_a_value():
 def test_clean_raising_another_error_is_a_validation_error_naming_the_processor():
     with pytest.raises(ValidationError) as error:
         CleanFails.from_config({})
-    assert error.value.messages == [
-        "testproject.testapp.maintenance.CleanFails.clean() failed: KeyError: 'missing'"
-    ]
+    assert error.value.messages == ["testproject.testapp.maintenance.CleanFails.clean() failed: KeyError: 'missing'"]
 
 
 def test_an_annotation_that_does_not_resolve_is_reported_as_e004():

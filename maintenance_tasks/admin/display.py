@@ -10,11 +10,12 @@ from django.http import HttpRequest
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.translation import gettext as _
-from django.utils.translation import gettext_lazy
+from django.utils.translation import gettext_lazy, ngettext
 
 from maintenance_tasks import deploy
 from maintenance_tasks.actors import describe
 from maintenance_tasks.models import Run, Schedule
+from maintenance_tasks.output import line_parts
 from maintenance_tasks.processor import Processor
 from maintenance_tasks.status import EXECUTING_STATUSES, RunStatus
 
@@ -120,6 +121,7 @@ def run_state(run: Run, allowed: set[str], *, current_app: str, processor_missin
         "rate_text": f"{run.rate:,.1f} items/s" if run.rate else "",
         "eta_text": format_duration(eta.total_seconds()) if eta is not None else "",
         "time_running_text": format_duration(run.time_running),
+        "status_line": run.status_line,
         "started_at": run.started_at.isoformat() if run.started_at else None,
         "ended_at": run.ended_at.isoformat() if run.ended_at else None,
         "actions": actions,
@@ -129,6 +131,17 @@ def run_state(run: Run, allowed: set[str], *, current_app: str, processor_missin
             for action, label in ACTION_LABELS.items()
             if action in allowed and not (action == "resume" and processor_missing)
         ],
+    }
+
+
+def output_state(run: Run) -> dict[str, Any]:
+    """Return what the run page shows of a run's output: its kept lines and how many went before them."""
+    dropped = run.output_dropped
+    note = ngettext("%(count)s earlier line not kept.", "%(count)s earlier lines not kept.", dropped)
+    return {
+        "output": [line_parts(line) for line in run.output],
+        "output_total": dropped + len(run.output),  # changes whenever a line is added
+        "output_dropped_text": note % {"count": f"{dropped:,}"} if dropped else "",
     }
 
 

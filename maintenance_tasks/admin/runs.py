@@ -27,7 +27,7 @@ from maintenance_tasks.runner import Runner
 from maintenance_tasks.status import RunStatus
 from maintenance_tasks.workers import backend_label
 
-from .display import ACTION_LABELS, PERMISSIONS, ReadOnlyAdmin, admin_url, permitted_actions, run_state
+from .display import ACTION_LABELS, PERMISSIONS, ReadOnlyAdmin, admin_url, output_state, permitted_actions, run_state
 
 
 class ProcessorFilter(admin.SimpleListFilter):
@@ -101,9 +101,10 @@ class RunAdmin(ReadOnlyAdmin):
         return get_object_or_404(Run.objects.select_related("task"), pk=run_id)
 
     def state(self, request: HttpRequest, run: Run) -> dict[str, Any]:
-        """Return the run's progress and the controls this user may see, within this site."""
+        """Return the run's progress, its output and the controls this user may see, within this site."""
         missing = run.task.processor not in registry.processors()
-        return run_state(run, permitted_actions(request), current_app=self.admin_site.name, processor_missing=missing)
+        state = run_state(run, permitted_actions(request), current_app=self.admin_site.name, processor_missing=missing)
+        return {**state, **output_state(run)}
 
     def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: Any = None) -> Any:
         request.current_app = self.admin_site.name

@@ -635,3 +635,36 @@ class SkipRows(Processor):
 
     def process(self, row):
         pass
+
+
+# -- run output ------------------------------------------------------------------------------------
+
+
+class LogEveryItem(Processor):
+    """Log a line for every number below ``items``; its status says how far it got every ``status_every`` items.
+
+    With ``gate``, a file's path, it logs nothing before that file exists.
+    """
+
+    batch_size = 10_000
+    atomic = False
+    items: int = 1000
+    label: str = "item"
+    status_every: int = 1
+    delay: float = 0.0
+    fail_at: int | None = None
+    gate: str = ""
+
+    def collection(self):
+        return range(self.items)
+
+    def process(self, number):
+        while self.gate and not os.path.exists(self.gate):
+            time.sleep(0.05)
+        if self.delay:
+            time.sleep(self.delay)
+        self.log(f"{self.label} {number}")
+        if number == self.fail_at:
+            raise Boom(f"{self.label} {number} failed")
+        if number % self.status_every == 0:
+            self.status = f"at {self.label} {number} of {self.items}"

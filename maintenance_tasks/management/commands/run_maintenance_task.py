@@ -156,7 +156,7 @@ class Command(BaseCommand):
             progress: Any = lambda run: None  # noqa: E731
             progress.close = lambda: None
         elif self.stdout.isatty():
-            progress = ProgressBar(run, sys.stderr)
+            progress = ProgressBar(run, sys.stderr, self.stdout)
         else:
             progress = ProgressLog(run, self.stdout, app_settings.LOG_INTERVAL)
         engine = Engine(run, on_progress=progress)

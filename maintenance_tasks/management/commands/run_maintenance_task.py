@@ -1,18 +1,20 @@
-"""Run a maintenance task in this process, in the foreground, with progress."""
+"""Run a maintenance task in this process, in the foreground, with progress (or hand it to the workers)."""
 
 from __future__ import annotations
 
 import sys
+import time
 from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import InterfaceError, OperationalError
+from django.utils import timezone
 
 from maintenance_tasks.actors import command_line, local_actor
 from maintenance_tasks.conf import app_settings
 from maintenance_tasks.engine import Engine
-from maintenance_tasks.exceptions import MaintenanceTaskError, validation_error_text
+from maintenance_tasks.exceptions import EnqueueFailed, MaintenanceTaskError, validation_error_text
 from maintenance_tasks.models import Run
 from maintenance_tasks.parameters import loads
 from maintenance_tasks.progress import ProgressBar, ProgressLog, describe
@@ -21,6 +23,11 @@ from maintenance_tasks.status import COMPLETED_STATUSES, RESUMABLE_STATUSES, Run
 from maintenance_tasks.stopping import StopOnSignal
 
 BAD_INPUT, ERRORED, STOPPED = 2, 1, 3
+#: Seconds between two reads of a run that ``--wait`` follows.
+WAIT_INTERVAL = 0.5
+#: Seconds a run the workers perform may stay interrupted before ``--wait`` takes it as stopped: a
+#: worker that shuts down hands its run back to the queue at once.
+INTERRUPTED_GRACE = 5.0
 
 
 def json_object(text: str | None) -> dict[str, Any]:
@@ -47,7 +54,8 @@ def name_value(text: str) -> tuple[str, str]:
 class Command(BaseCommand):
     help = (
         "Run a maintenance task in the foreground. Exit status: 0 succeeded, 1 errored, "
-        "2 bad input, 3 stopped before the end (paused, cancelled or interrupted)."
+        "2 bad input, 3 stopped before the end (paused, cancelled or interrupted). With --background: "
+        "0 once enqueued; with --wait, the run's outcome (3 also when waiting was stopped)."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -68,6 +76,17 @@ class Command(BaseCommand):
             action="store_true",
             help="With --resume: take over a run still marked running even if its heartbeat is fresh.",
         )
+        parser.add_argument(
+            "--background",
+            action="store_true",
+            help="Enqueue the run for the workers, print its id and return (with -v0: only the id).",
+        )
+        parser.add_argument(
+            "--wait",
+            action="store_true",
+            help="Enqueue the run for the workers, then follow it with progress and exit with its outcome "
+            "(implies --background; Ctrl-C stops waiting, not the run).",
+        )
 
     def handle(
         self,
@@ -77,9 +96,12 @@ class Command(BaseCommand):
         params: list[str],
         resume: int | None,
         force: bool,
+        background: bool,
+        wait: bool,
         verbosity: int,
         **options: Any,
     ) -> None:
+        background = background or wait
         actor = local_actor("cli", argv=command_line(sys.argv[1:]))
         if force and resume is None:
             raise CommandError("--force goes only with --resume RUN_ID.", returncode=BAD_INPUT)
@@ -93,18 +115,30 @@ class Command(BaseCommand):
                 run = Run.objects.select_related("task").filter(pk=resume).first()
                 if run is None:
                     raise CommandError(f"There is no run {resume}.", returncode=BAD_INPUT)
-                Runner.resume(run, actor=actor, force=force, execute=False)
+                Runner.resume(run, actor=actor, force=force, execute=background)
             else:
                 if not processor:
                     raise CommandError("Name a processor, or give --resume RUN_ID.", returncode=BAD_INPUT)
-                run = Runner.create(processor, given, metadata=actor)
+                start = Runner.run if background else Runner.create
+                run = start(processor, given, metadata=actor)
         except ValidationError as error:
             raise CommandError(
                 f"Invalid config for {processor}: {validation_error_text(error)}", returncode=BAD_INPUT
             ) from None
+        except EnqueueFailed as error:
+            raise CommandError(str(error), returncode=ERRORED) from None
         except MaintenanceTaskError as error:
             raise CommandError(str(error), returncode=BAD_INPUT) from None
-        self.perform(run, verbosity)
+        if not background:
+            self.perform(run, verbosity)
+            return
+        if verbosity == 0 and not wait:
+            self.stdout.write(str(run.pk))
+        elif verbosity:
+            follow = "" if wait else f" Follow it with: manage.py maintenance_runs show {run.pk}"
+            self.stdout.write(f"Run {run.pk} of {run.task} handed to the workers ({run.status}).{follow}")
+        if wait:
+            self.wait(run, verbosity)
 
     @staticmethod
     def connection_lost(run: Run, token: int, error: Exception) -> str:
@@ -117,9 +151,8 @@ class Command(BaseCommand):
             f"manage.py run_maintenance_task --resume {run.pk} (after STALE_AFTER, or at once with --force)"
         )
 
-    def perform(self, run: Run, verbosity: int) -> None:
-        if verbosity:
-            self.stdout.write(f"Run {run.pk} of {run.task} started.")
+    def progress_display(self, run: Run, verbosity: int) -> Any:
+        """Return what shows the run's progress: a bar on a terminal, a line every LOG_INTERVAL otherwise."""
         if verbosity == 0:
             progress: Any = lambda run: None  # noqa: E731
             progress.close = lambda: None
@@ -127,6 +160,12 @@ class Command(BaseCommand):
             progress = ProgressBar(run, sys.stderr)
         else:
             progress = ProgressLog(run, self.stdout, app_settings.LOG_INTERVAL)
+        return progress
+
+    def perform(self, run: Run, verbosity: int) -> None:
+        if verbosity:
+            self.stdout.write(f"Run {run.pk} of {run.task} started.")
+        progress = self.progress_display(run, verbosity)
         engine = Engine(run, on_progress=progress)
         try:
             with StopOnSignal(report=lambda message: self.stderr.write(f"\n{message}")) as stop:
@@ -146,6 +185,32 @@ class Command(BaseCommand):
                 f"at {run.tick_count:,} items. Nothing to resume here.",
                 returncode=STOPPED,
             )
+        self.report_outcome(run, verbosity)
+
+    def wait(self, run: Run, verbosity: int) -> None:
+        """Follow a run the workers perform, with progress, until it stops; exit with its outcome.
+
+        A first SIGINT or SIGTERM stops the waiting, never the run: it goes on in the background.
+        """
+        progress = self.progress_display(run, verbosity)
+        try:
+            with StopOnSignal(report=lambda message: None) as stop:
+                while not stopped(run) and not stop():
+                    time.sleep(WAIT_INTERVAL)
+                    run.refresh_from_db()
+                    progress(run)
+        finally:
+            progress.close()
+        if not stopped(run):
+            raise CommandError(
+                f"Stopped waiting; run {run.pk} goes on ({run.status}). "
+                f"Follow it with: manage.py maintenance_runs show {run.pk}",
+                returncode=STOPPED,
+            )
+        self.report_outcome(run, verbosity)
+
+    def report_outcome(self, run: Run, verbosity: int) -> None:
+        """Say how the run ended: exit 0 if it succeeded, 1 if it errored, 3 if it stopped before the end."""
         if run.status == RunStatus.SUCCEEDED:
             if verbosity:
                 self.stdout.write(self.style.SUCCESS(f"{describe(run)}. Succeeded in {run.time_running:.1f}s."))
@@ -158,3 +223,10 @@ class Command(BaseCommand):
             else f" Resume with: manage.py run_maintenance_task --resume {run.pk}"
         )
         raise CommandError(f"Run {run.pk} {run.status} at {run.tick_count:,} items.{hint}", returncode=STOPPED)
+
+
+def stopped(run: Run) -> bool:
+    """Return whether a run the workers perform has stopped: ended, paused, or left interrupted."""
+    if run.status == RunStatus.INTERRUPTED:
+        return (timezone.now() - run.updated_at).total_seconds() >= INTERRUPTED_GRACE
+    return run.status in COMPLETED_STATUSES | {RunStatus.PAUSED}

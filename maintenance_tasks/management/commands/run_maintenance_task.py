@@ -131,14 +131,15 @@ class Command(BaseCommand):
             raise CommandError(str(error), returncode=BAD_INPUT) from None
         if not background:
             self.perform(run, verbosity)
-            return
-        if verbosity == 0 and not wait:
-            self.stdout.write(str(run.pk))
-        elif verbosity:
-            follow = "" if wait else f" Follow it with: manage.py maintenance_runs show {run.pk}"
-            self.stdout.write(f"Run {run.pk} of {run.task} handed to the workers ({run.status}).{follow}")
-        if wait:
+        elif wait:
             self.wait(run, verbosity)
+        elif verbosity:
+            self.stdout.write(
+                f"Run {run.pk} of {run.task} handed to the workers ({run.status}). "
+                f"Follow it with: manage.py maintenance_runs show {run.pk}"
+            )
+        else:
+            self.stdout.write(str(run.pk))  # for scripts
 
     @staticmethod
     def connection_lost(run: Run, token: int, error: Exception) -> str:
@@ -192,15 +193,17 @@ class Command(BaseCommand):
 
         A first SIGINT or SIGTERM stops the waiting, never the run: it goes on in the background.
         """
-        progress = self.progress_display(run, verbosity)
-        try:
-            with StopOnSignal(report=lambda message: None) as stop:
+        with StopOnSignal(report=lambda message: None) as stop:
+            if verbosity:
+                self.stdout.write(f"Run {run.pk} of {run.task} handed to the workers ({run.status}).")
+            progress = self.progress_display(run, verbosity)
+            try:
                 while not stopped(run) and not stop():
                     time.sleep(WAIT_INTERVAL)
                     run.refresh_from_db()
                     progress(run)
-        finally:
-            progress.close()
+            finally:
+                progress.close()
         if not stopped(run):
             raise CommandError(
                 f"Stopped waiting; run {run.pk} goes on ({run.status}). "

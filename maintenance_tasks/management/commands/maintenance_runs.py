@@ -25,7 +25,7 @@ from maintenance_tasks.status import ACTIVE_STATUSES, COMPLETED_STATUSES, EXECUT
 
 #: ``--status`` also takes these names of status groups.
 STATUS_GROUPS = {"active": ACTIVE_STATUSES, "completed": COMPLETED_STATUSES}
-#: What each change does, and how it reads once done.
+#: Each change: the Runner method that makes it, and its help.
 CHANGES = {
     "pause": (Runner.pause, "Pause a run: at once if nothing performs it, else after its current batch."),
     "cancel": (Runner.cancel, "Cancel a run for good: at once if nothing performs it, else after its current batch."),
@@ -179,9 +179,11 @@ class Command(BaseCommand):
             self.change(action, find_run(options["run"]), verbosity, as_json=as_json)
 
     def print_json(self, data: Any) -> None:
+        """Print ``data`` as indented JSON (times in ISO 8601)."""
         self.stdout.write(json.dumps(data, cls=DjangoJSONEncoder, indent=2, ensure_ascii=False))
 
     def list_runs(self, statuses: list[str], processor: str | None, limit: str, *, as_json: bool) -> None:
+        """Print the newest runs, filtered, one a line in aligned columns."""
         runs = Run.objects.select_related("task").order_by("-created_at", "-id")
         if statuses:
             runs = runs.filter(status__in=status_filter(statuses))
@@ -205,6 +207,7 @@ class Command(BaseCommand):
             self.stdout.write(line)
 
     def show_run(self, run: Run, events: str, *, as_json: bool) -> None:
+        """Print every field of the run an operator needs, then its last audit events."""
         count = whole_number(events, "--events", 0)
         trail = list(run.events.order_by("-created_at", "-id")[:count])[::-1] if count else []
         if as_json:
@@ -270,6 +273,7 @@ class Command(BaseCommand):
         self.report(run, f"resumed, handed to the workers ({run.status}). {follow}", verbosity, as_json=as_json)
 
     def change(self, action: str, run: Run, verbosity: int, *, as_json: bool) -> None:
+        """Pause, cancel or force the run through the Runner, as this OS user on this host."""
         change, _ = CHANGES[action]
         old = run.status
         try:

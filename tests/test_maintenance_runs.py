@@ -16,6 +16,7 @@ from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
 
 from maintenance_tasks.jobs import perform_run
+from maintenance_tasks.management.commands.run_maintenance_task import INTERRUPTED_GRACE, stopped
 from maintenance_tasks.models import Run, RunEvent
 from maintenance_tasks.status import RunStatus
 from testproject.testapp.models import Item
@@ -115,6 +116,9 @@ def test_list_filters_by_status_and_processor_and_limits():
     assert ids("--processor", "IncrementItemsInBatches") == []  # in the code, never run
     assert ids("--limit", "2") == [paused.pk, running.pk]
     assert runs("list", "--status", "cancelled") == "No runs.\n"
+    gone = RunFactory(succeeded=True, task=TaskFactory(processor="oldapp.maintenance.Removed", config={}))
+    assert ids("--processor", "Removed") == [gone.pk]  # a processor gone from the code still has its runs
+    assert runs("show", str(gone.pk)).startswith(f"Run {gone.pk} of Removed\n")
 
 
 def test_list_json_has_every_field():
@@ -359,3 +363,17 @@ def test_wait_exits_with_the_outcome_of_the_run():
     failed = Run.objects.latest("pk")
     assert (error.value.returncode, failed.status) == (1, S.ERRORED)
     assert str(error.value).startswith(f"Run {failed.pk} errored: testproject.testapp.maintenance.Boom")
+
+
+def test_wait_takes_a_run_left_interrupted_as_stopped_only_after_a_grace_period():
+    """A worker that shuts down hands its interrupted run back to the queue at once: that is not the end."""
+    run = RunFactory.build(interrupted=True, updated_at=timezone.now())
+    assert not stopped(run)
+    run.updated_at = timezone.now() - timedelta(seconds=INTERRUPTED_GRACE)
+    assert stopped(run)
+    assert [stopped(RunFactory.build(**{trait: True})) for trait in ("running", "pausing", "paused", "cancelled")] == [
+        False,
+        False,
+        True,
+        True,
+    ]

@@ -14,11 +14,16 @@ from .output import OutputFollower
 
 def describe(run: Run) -> str:
     """Return one line of progress: count, total, percentage, rate and ETA."""
+    return f"Run {run.pk}: {progress_text(run)}"
+
+
+def progress_text(run: Run, *, pace: bool = True) -> str:
+    """Return ``300/600 items (50.0%)``, with the rate and ETA after it unless ``pace`` is False."""
     total = f"/{run.tick_total:,}" if run.tick_total is not None else ""
     percent = f" ({run.progress:.1%})" if run.progress is not None else ""
-    rate = f", {run.rate:,.0f} items/s" if run.rate else ""
-    eta = f", ETA {timedelta(seconds=round(run.eta.total_seconds()))}" if run.eta is not None else ""
-    return f"Run {run.pk}: {run.tick_count:,}{total} items{percent}{rate}{eta}"
+    rate = f", {run.rate:,.0f} items/s" if run.rate and pace else ""
+    eta = f", ETA {timedelta(seconds=round(run.eta.total_seconds()))}" if run.eta is not None and pace else ""
+    return f"{run.tick_count:,}{total} items{percent}{rate}{eta}"
 
 
 class ProgressBar:

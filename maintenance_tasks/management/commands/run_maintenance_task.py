@@ -1,20 +1,22 @@
-"""Run a maintenance task in this process, in the foreground, with progress."""
+"""Run a maintenance task in this process, in the foreground, with progress (or hand it to the workers)."""
 
 from __future__ import annotations
 
 import contextlib
 import sys
+import time
 from typing import IO, Any
 
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import InterfaceError, OperationalError
+from django.utils import timezone
 
 from maintenance_tasks import dryrun
 from maintenance_tasks.actors import command_line, local_actor
 from maintenance_tasks.conf import app_settings
 from maintenance_tasks.engine import Engine
-from maintenance_tasks.exceptions import MaintenanceTaskError, validation_error_text
+from maintenance_tasks.exceptions import EnqueueFailed, MaintenanceTaskError, validation_error_text
 from maintenance_tasks.models import Run
 from maintenance_tasks.parameters import loads
 from maintenance_tasks.progress import ProgressBar, ProgressLog, describe
@@ -23,6 +25,11 @@ from maintenance_tasks.status import COMPLETED_STATUSES, RESUMABLE_STATUSES, Run
 from maintenance_tasks.stopping import StopOnSignal
 
 BAD_INPUT, ERRORED, STOPPED = 2, 1, 3
+#: Seconds between two reads of a run that ``--wait`` follows.
+WAIT_INTERVAL = 0.5
+#: Seconds a run the workers perform may stay interrupted before ``--wait`` takes it as stopped: a
+#: worker that shuts down hands its run back to the queue at once.
+INTERRUPTED_GRACE = 5.0
 
 
 def json_object(text: str | None) -> dict[str, Any]:
@@ -61,7 +68,8 @@ def csv_input(path: str | None) -> contextlib.AbstractContextManager[IO[bytes] |
 class Command(BaseCommand):
     help = (
         "Run a maintenance task in the foreground. Exit status: 0 succeeded, 1 errored, "
-        "2 bad input, 3 stopped before the end (paused, cancelled or interrupted)."
+        "2 bad input, 3 stopped before the end (paused, cancelled or interrupted). With --background: "
+        "0 once enqueued; with --wait, the run's outcome (3 also when waiting was stopped)."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -90,6 +98,17 @@ class Command(BaseCommand):
         parser.add_argument(
             "--csv", metavar="PATH", help="The CSV file a csv_collection processor reads ('-': standard input)."
         )
+        parser.add_argument(
+            "--background",
+            action="store_true",
+            help="Enqueue the run for the workers, print its id and return (with -v0: only the id).",
+        )
+        parser.add_argument(
+            "--wait",
+            action="store_true",
+            help="Enqueue the run for the workers, then follow it with progress and exit with its outcome "
+            "(implies --background; Ctrl-C stops waiting, not the run).",
+        )
 
     def handle(
         self,
@@ -101,9 +120,12 @@ class Command(BaseCommand):
         force: bool,
         dry_run: bool,
         csv: str | None,
+        background: bool,
+        wait: bool,
         verbosity: int,
         **options: Any,
     ) -> None:
+        background = background or wait
         actor = local_actor("cli", argv=command_line(sys.argv[1:]))
         if force and resume is None:
             raise CommandError("--force goes only with --resume RUN_ID.", returncode=BAD_INPUT)
@@ -120,21 +142,34 @@ class Command(BaseCommand):
                 run = Run.objects.select_related("task").filter(pk=resume).first()
                 if run is None:
                     raise CommandError(f"There is no run {resume}.", returncode=BAD_INPUT)
-                Runner.resume(run, actor=actor, force=force, execute=False)
+                Runner.resume(run, actor=actor, force=force, execute=background)
             else:
                 if not processor:
                     raise CommandError("Name a processor, or give --resume RUN_ID.", returncode=BAD_INPUT)
+                start = Runner.run if background else Runner.create
                 with csv_input(csv) as csv_file:
-                    run = Runner.create(processor, given, metadata=actor, dry_run=dry_run, csv_file=csv_file)
+                    run = start(processor, given, metadata=actor, dry_run=dry_run, csv_file=csv_file)
         except ValidationError as error:
             if getattr(error, "error_dict", None) and set(error.error_dict) == {"csv_file"}:
                 raise CommandError(f"--csv: {' '.join(error.messages)}", returncode=BAD_INPUT) from None
             raise CommandError(
                 f"Invalid config for {processor}: {validation_error_text(error)}", returncode=BAD_INPUT
             ) from None
+        except EnqueueFailed as error:
+            raise CommandError(str(error), returncode=ERRORED) from None
         except MaintenanceTaskError as error:
             raise CommandError(str(error), returncode=BAD_INPUT) from None
-        self.perform(run, verbosity)
+        if not background:
+            self.perform(run, verbosity)
+        elif wait:
+            self.wait(run, verbosity)
+        elif verbosity:
+            self.stdout.write(
+                f"Run {run.pk} of {run.task} handed to the workers ({run.status}). "
+                f"Follow it with: manage.py maintenance_runs show {run.pk}"
+            )
+        else:
+            self.stdout.write(str(run.pk))  # for scripts
 
     @staticmethod
     def connection_lost(run: Run, token: int, error: Exception) -> str:
@@ -147,11 +182,8 @@ class Command(BaseCommand):
             f"manage.py run_maintenance_task --resume {run.pk} (after STALE_AFTER, or at once with --force)"
         )
 
-    def perform(self, run: Run, verbosity: int) -> None:
-        if verbosity and run.dry_run:
-            self.stdout.write("Dry run: nothing will be written.")
-        if verbosity:
-            self.stdout.write(f"Run {run.pk} of {run.task} started.")
+    def progress_display(self, run: Run, verbosity: int) -> Any:
+        """Return what shows the run's progress: a bar on a terminal, a line every LOG_INTERVAL otherwise."""
         if verbosity == 0:
             progress: Any = lambda run: None  # noqa: E731
             progress.close = lambda: None
@@ -159,6 +191,14 @@ class Command(BaseCommand):
             progress = ProgressBar(run, sys.stderr, self.stdout)
         else:
             progress = ProgressLog(run, self.stdout, app_settings.LOG_INTERVAL)
+        return progress
+
+    def perform(self, run: Run, verbosity: int) -> None:
+        if verbosity and run.dry_run:
+            self.stdout.write("Dry run: nothing will be written.")
+        if verbosity:
+            self.stdout.write(f"Run {run.pk} of {run.task} started.")
+        progress = self.progress_display(run, verbosity)
         engine = Engine(run, on_progress=progress)
         try:
             with StopOnSignal(report=lambda message: self.stderr.write(f"\n{message}")) as stop:
@@ -172,14 +212,43 @@ class Command(BaseCommand):
             progress.close()
         Runner.release_slot()  # the slot this run held (MAX_CONCURRENT_RUNS) goes to a run waiting for one
         run.refresh_from_db(fields=["status", "attempt", "tick_count", "time_running", "dry_run_report"])
-        if verbosity and run.dry_run:
-            self.stdout.write(dryrun.describe(run))
         if run.attempt != engine.token and run.status not in RESUMABLE_STATUSES | COMPLETED_STATUSES:
             raise CommandError(
                 f"Run {run.pk} was taken over by another executor (now {run.status}); this process stopped "
                 f"at {run.tick_count:,} items. Nothing to resume here.",
                 returncode=STOPPED,
             )
+        self.report_outcome(run, verbosity)
+
+    def wait(self, run: Run, verbosity: int) -> None:
+        """Follow a run the workers perform, with progress, until it stops; exit with its outcome.
+
+        A first SIGINT or SIGTERM stops the waiting, never the run: it goes on in the background.
+        """
+        with StopOnSignal(report=lambda message: None) as stop:
+            if verbosity:
+                dry = "Dry run: nothing will be written. " if run.dry_run else ""
+                self.stdout.write(f"{dry}Run {run.pk} of {run.task} handed to the workers ({run.status}).")
+            progress = self.progress_display(run, verbosity)
+            try:
+                while not stopped(run) and not stop():
+                    time.sleep(WAIT_INTERVAL)
+                    run.refresh_from_db()
+                    progress(run)
+            finally:
+                progress.close()
+        if not stopped(run):
+            raise CommandError(
+                f"Stopped waiting; run {run.pk} goes on ({run.status}). "
+                f"Follow it with: manage.py maintenance_runs show {run.pk}",
+                returncode=STOPPED,
+            )
+        self.report_outcome(run, verbosity)
+
+    def report_outcome(self, run: Run, verbosity: int) -> None:
+        """Say how the run ended: exit 0 if it succeeded, 1 if it errored, 3 if it stopped before the end."""
+        if verbosity and run.dry_run:
+            self.stdout.write(dryrun.describe(run))
         if run.status == RunStatus.SUCCEEDED:
             if verbosity:
                 self.stdout.write(self.style.SUCCESS(f"{describe(run)}. Succeeded in {run.time_running:.1f}s."))
@@ -192,3 +261,10 @@ class Command(BaseCommand):
             else f" Resume with: manage.py run_maintenance_task --resume {run.pk}"
         )
         raise CommandError(f"Run {run.pk} {run.status} at {run.tick_count:,} items.{hint}", returncode=STOPPED)
+
+
+def stopped(run: Run) -> bool:
+    """Return whether a run the workers perform has stopped: ended, paused, or left interrupted."""
+    if run.status == RunStatus.INTERRUPTED:
+        return (timezone.now() - run.updated_at).total_seconds() >= INTERRUPTED_GRACE
+    return run.status in COMPLETED_STATUSES | {RunStatus.PAUSED}

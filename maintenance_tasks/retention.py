@@ -6,7 +6,8 @@ import logging
 from datetime import datetime, timedelta
 from itertools import batched
 
-from django.db.models import Max, Q
+from django.db import transaction
+from django.db.models import Max, Q, QuerySet
 from django.utils import timezone
 
 from .conf import app_settings
@@ -39,11 +40,18 @@ def prune_runs(now: datetime | None = None, *, dry_run: bool = False) -> dict[st
         ids = [pk for pk in old.order_by("pk").values_list("pk", flat=True) if pk not in latest]
         counts[status] = len(ids)
         if not dry_run:
-            for chunk in batched(ids, 500):
-                Run.objects.filter(pk__in=chunk).delete()
+            counts[status] = sum(delete_if_still_old(old, chunk) for chunk in batched(ids, 500))
     if not dry_run and any(counts.values()):
         logger.info("Pruned runs: %s.", ", ".join(f"{n} {status}" for status, n in counts.items()))
     return counts
+
+
+def delete_if_still_old(old: QuerySet[Run], ids: tuple[int, ...]) -> int:
+    """Delete the runs ``ids`` still in ``old``, locked first: an errored run resumed meanwhile is kept."""
+    with transaction.atomic():
+        still_old = list(old.filter(pk__in=ids).select_for_update().values_list("pk", flat=True))
+        Run.objects.filter(pk__in=still_old).delete()
+    return len(still_old)
 
 
 def prune_if_due(now: datetime) -> dict[str, int] | None:

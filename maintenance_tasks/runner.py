@@ -10,7 +10,7 @@ import time
 from typing import IO, Any
 
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, InterfaceError, OperationalError, connections, transaction
+from django.db import InterfaceError, OperationalError, connections, transaction
 from django.utils import timezone
 
 from . import dryrun, jobs, slots
@@ -23,11 +23,11 @@ from .exceptions import (
     EnqueueFailed,
     InvalidProcessor,
     InvalidTransition,
-    RunAlreadyActive,
     RunNotResumable,
 )
 from .models import Run, RunEvent, Task
 from .models.lifecycle import announce_created
+from .models.runs import one_active_run
 from .parameters import json_problem
 from .processor import Processor
 from .registry import registry
@@ -101,14 +101,8 @@ class Runner:
         csv = store_csv(registry.get(path), csv_file)  # checked and stored last, deleted if no run is saved
         with kept_if_saved(csv), transaction.atomic():
             task = Task.objects.for_config(path, canonical)
-            try:
-                with transaction.atomic():
-                    run = Run.objects.create(task=task, metadata=metadata, dry_run=dry_run, **csv)
-            except IntegrityError:
-                active = task.runs.active().values_list("pk", flat=True).first()
-                if active is None:  # not the one-active-run constraint: a real error
-                    raise
-                raise RunAlreadyActive(task, active) from None
+            with one_active_run(task):
+                run = Run.objects.create(task=task, metadata=metadata, dry_run=dry_run, **csv)
             RunEvent.objects.log(
                 run, "created", "", RunStatus.ENQUEUED, metadata, **({"dry_run": True} if dry_run else {})
             )
@@ -127,13 +121,15 @@ class Runner:
 
     @staticmethod
     def resume(run: Run, *, actor: dict[str, Any] | None = None, force: bool = False, execute: bool = True) -> Run:
-        """Enqueue a paused or interrupted run again; it goes on from its cursor.
+        """Enqueue a paused, interrupted or errored run again; it goes on from its cursor.
 
         A run still marked running, or enqueued with no job waiting for it (the command meant
         to perform it was killed first), is taken over only when nothing has been heard from
         it for STALE_AFTER, or with ``force``. Its old executor, if alive, can no longer commit.
+        An errored run's error moves to its audit trail (see ``Run._request_once``).
         With ``execute=False`` the caller performs it. Raise UnknownProcessor, leaving the run
-        as it is, when its processor is no longer in the code.
+        as it is, when its processor is no longer in the code, and RunAlreadyActive when it is
+        errored and its task has another active run by now.
         """
         run.refresh_from_db(fields=["status", "heartbeat_at", "updated_at", "job_id", "attempt"])
         registry.get(run.task.processor)  # a processor gone from the code cannot go on
@@ -144,7 +140,9 @@ class Runner:
             Runner._check_taken_over(run, force)
             targets[RunStatus(run.status)] = RunStatus.ENQUEUED
         if run.status not in targets:
-            raise RunNotResumable(f"Run {run.pk} is {run.status}: only paused or interrupted runs can be resumed.")
+            raise RunNotResumable(
+                f"Run {run.pk} is {run.status}: only paused, interrupted or errored runs can be resumed."
+            )
         if run.status == RunStatus.ENQUEUED:  # still enqueued: nothing to change but who performs it
             RunEvent.objects.log(run, "resume", run.status, run.status, actor or local_actor("python"))
         else:

@@ -68,7 +68,11 @@ TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
     ),
     RunStatus.CANCELLED: frozenset(),
     RunStatus.SUCCEEDED: frozenset(),
-    RunStatus.ERRORED: frozenset(),
+    RunStatus.ERRORED: frozenset(
+        {
+            RunStatus.ENQUEUED,  # resumed from its cursor once its cause is fixed (its error goes to the audit trail)
+        }
+    ),
 }
 
 #: A task has at most one run in these statuses (enforced by the database).
@@ -85,8 +89,8 @@ ACTIVE_STATUSES = frozenset(
 #: An executor is (or should be) working on a run in these statuses.
 EXECUTING_STATUSES = frozenset({RunStatus.RUNNING, RunStatus.PAUSING, RunStatus.CANCELLING})
 #: A run can be resumed from these statuses.
-RESUMABLE_STATUSES = frozenset({RunStatus.PAUSED, RunStatus.INTERRUPTED})
-#: Ended runs: nothing more will happen to them.
+RESUMABLE_STATUSES = frozenset({RunStatus.PAUSED, RunStatus.INTERRUPTED, RunStatus.ERRORED})
+#: Ended runs: nothing more will happen to them, unless an operator resumes an errored one.
 COMPLETED_STATUSES = frozenset({RunStatus.CANCELLED, RunStatus.SUCCEEDED, RunStatus.ERRORED})
 
 

@@ -390,7 +390,7 @@ def test_run_page_shows_everything_about_the_run(operator, client):
         "&quot;host&quot;: &quot;web-1&quot;",
     ]:
         assert text in html, text
-    assert visible_actions(html) == []
+    assert visible_actions(html) == ["resume"]
 
 
 def test_progress_endpoint(operator, client):

@@ -161,7 +161,7 @@ def test_resume_of_a_finished_run_is_refused(manage):
     run = Run.objects.get()
     code, _, err = manage("run_maintenance_task", "--resume", str(run.pk)).wait()
     assert code == 2
-    assert f"Run {run.pk} is succeeded: only paused or interrupted runs can be resumed." in err
+    assert f"Run {run.pk} is succeeded: only paused, interrupted or errored runs can be resumed." in err
 
 
 RACE = """

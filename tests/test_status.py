@@ -1,6 +1,7 @@
 import itertools
 
 import pytest
+from django.utils import timezone
 
 from maintenance_tasks.exceptions import ConcurrentChange, InvalidTransition
 from maintenance_tasks.models import Run
@@ -16,8 +17,9 @@ def test_every_status_has_its_rules_and_a_group():
     assert set(TRANSITIONS) == set(RunStatus)
     assert set(RunStatus) == ACTIVE_STATUSES | COMPLETED_STATUSES
     assert not ACTIVE_STATUSES & COMPLETED_STATUSES
-    for status in COMPLETED_STATUSES:
+    for status in COMPLETED_STATUSES - {RunStatus.ERRORED}:
         assert TRANSITIONS[status] == frozenset(), f"{status} has ended: nothing may follow it"
+    assert TRANSITIONS[RunStatus.ERRORED] == {RunStatus.ENQUEUED}, "errored: only resumed"
 
 
 @pytest.mark.parametrize(("old", "new"), PAIRS, ids=[f"{a}->{b}" for a, b in PAIRS])
@@ -53,6 +55,12 @@ def test_ending_sets_ended_at():
     run = RunFactory(running=True)
     run.transition_to(RunStatus.SUCCEEDED)
     assert Run.objects.get(pk=run.pk).ended_at is not None
+
+
+def test_resuming_an_ended_run_clears_ended_at():
+    run = RunFactory(errored=True, ended_at=timezone.now())
+    run.transition_to(RunStatus.ENQUEUED)
+    assert (run.ended_at, Run.objects.get(pk=run.pk).ended_at) == (None, None)
 
 
 def test_the_database_refuses_a_second_active_run_of_a_task():

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from datetime import timedelta
 from functools import partial
 from typing import Any
 
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import models, transaction
+from django.db import IntegrityError, models, transaction
 from django.db.models import Case, F, Q, When
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from maintenance_tasks.actors import local_actor
 from maintenance_tasks.conf import app_settings, csv_storage
-from maintenance_tasks.exceptions import ConcurrentChange, InvalidTransition, RunNotStuck
+from maintenance_tasks.exceptions import ConcurrentChange, InvalidTransition, RunAlreadyActive, RunNotStuck
 from maintenance_tasks.status import (
     ACTIVE_STATUSES,
     CANCEL_TARGETS,
@@ -31,6 +33,24 @@ from maintenance_tasks.writelock import write_when_free
 
 from . import lifecycle
 from .tasks import Task
+
+#: What an errored run's audit trail keeps of its error when it is resumed (its fields are then cleared).
+ERROR_DETAIL = ("error_class", "error_message", "backtrace", "cursor", "tick_count", "retries", "recoveries")
+#: The fields a resumed errored run starts again with: no error, no retries nor recoveries counted.
+REOPENED_FIELDS = {"error_class": "", "error_message": "", "backtrace": "", "retries": 0, "recoveries": 0}
+
+
+@contextlib.contextmanager
+def one_active_run(task: Task) -> Iterator[None]:
+    """Turn the database's refusal of a second active run of ``task`` into RunAlreadyActive."""
+    try:
+        with transaction.atomic():
+            yield
+    except IntegrityError:
+        active = task.runs.active().values_list("pk", flat=True).first()
+        if active is None:  # not the one-active-run constraint: a real error
+            raise
+        raise RunAlreadyActive(task, active) from None
 
 
 class RunQuerySet(models.QuerySet["Run"]):
@@ -186,8 +206,10 @@ class Run(models.Model):
 
         Raise InvalidTransition (nothing written) if the move is not allowed from the status
         read, and ConcurrentChange if another process changed the status (or, with
-        ``token``, the attempt) since it was read. Once the change commits, it is announced
-        (``lifecycle``): ``error`` is what the run errored with.
+        ``token``, the attempt) since it was read. An ended run made active again (an errored
+        run resumed) has no ``ended_at``; RunAlreadyActive is raised if its task has another
+        active run by then. Once the change commits, it is announced (``lifecycle``):
+        ``error`` is what the run errored with.
         """
         old, first_claim = self.status, self.started_at is None
         if not can_transition(old, new):
@@ -196,10 +218,14 @@ class Run(models.Model):
         fields.setdefault("updated_at", now)
         if new in COMPLETED_STATUSES:
             fields.setdefault("ended_at", now)
+        elif old in COMPLETED_STATUSES:
+            fields.setdefault("ended_at", None)
         rows = Run.objects.filter(pk=self.pk, status=old)
         if token is not None:
             rows = rows.filter(attempt=token)
-        if not rows.update(status=new, **fields):
+        with one_active_run(self.task) if old in COMPLETED_STATUSES else contextlib.nullcontext():
+            moved = rows.update(status=new, **fields)
+        if not moved:
             raise ConcurrentChange(f"Run {self.pk} changed while it was being moved from {old} to {new}.")
         expressions = [name for name, value in fields.items() if hasattr(value, "resolve_expression")]
         for name, value in fields.items():
@@ -243,9 +269,18 @@ class Run(models.Model):
         raise ConcurrentChange(f"Run {self.pk} kept changing; try again.")
 
     def _request_once(self, old: str, new: str, action: str, actor: dict[str, Any]) -> None:
-        """Move the run from ``old`` to ``new`` and record who asked, in one transaction."""
-        self.transition_to(new, action=action)
-        RunEvent.objects.log(self, action, old, self.status, actor)
+        """Move the run from ``old`` to ``new`` and record who asked, in one transaction.
+
+        An errored run that is resumed starts again with no error, retries nor recoveries
+        counted: its audit entry keeps the error, with the cursor and counts it had then.
+        """
+        fields: dict[str, Any] = {}
+        detail: dict[str, Any] = {}
+        if old == RunStatus.ERRORED:
+            detail = Run.objects.select_for_update().filter(pk=self.pk).values(*ERROR_DETAIL).get()
+            fields = REOPENED_FIELDS
+        self.transition_to(new, action=action, **fields)
+        RunEvent.objects.log(self, action, old, self.status, actor, **detail)
 
     def pause(self, *, actor: dict[str, Any] | None = None) -> Run:
         """Ask the run to pause: at once if nothing runs it, else after the current batch."""

@@ -290,6 +290,22 @@ class RecordStackDepth(Processor):
         Seen.objects.create(value=str(len(traceback.extract_stack())))
 
 
+class IncrementItemsUntilFixed(Processor):
+    """Add one to every item's counter, one UPDATE per batch; while a "bug" Seen row exists (until the
+    bug is fixed), the batch holding item ``fail_at`` fails after its UPDATE (rolled back with it)."""
+
+    batch_size = 100
+    fail_at: int = 0
+
+    def collection(self):
+        return Item.objects.all()
+
+    def process_batch(self, items):
+        items.update(times_processed=F("times_processed") + 1)
+        if items.filter(pk=self.fail_at).exists() and Seen.objects.filter(value="bug").exists():
+            raise Boom(f"the batch of item {self.fail_at} hit the bug")
+
+
 class DeployOnce(Processor):
     """Run once by the deploy hook: record one row per item; errors while a "deploy:fail" row exists."""
 

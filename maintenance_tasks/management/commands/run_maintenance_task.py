@@ -84,7 +84,9 @@ class Command(BaseCommand):
             metavar="NAME=VALUE",
             help="One parameter (repeatable); overrides --config.",
         )
-        parser.add_argument("--resume", type=int, metavar="RUN_ID", help="Go on with a paused or interrupted run.")
+        parser.add_argument(
+            "--resume", type=int, metavar="RUN_ID", help="Go on with a paused, interrupted or errored run."
+        )
         parser.add_argument(
             "--dry-run",
             action="store_true",

@@ -16,7 +16,7 @@ from django.db.models import F
 
 from maintenance_tasks import Processor
 
-from .models import BatchLog, BenchRow, CodeItem, Item, RankedItem, Seen, UUIDItem
+from .models import BatchLog, BenchRow, CodeItem, Item, LegacyItem, RankedItem, Seen, UUIDItem
 
 
 class Boom(Exception):
@@ -635,3 +635,17 @@ class SkipRows(Processor):
 
     def process(self, row):
         pass
+
+
+class IncrementLegacyItems(IncrementItems):
+    """Add one to every legacy item's counter: on the "legacy" database when it is configured (its router)."""
+
+    def collection(self):
+        return LegacyItem.objects.all()
+
+
+class IncrementLegacyItemsInBatches(IncrementItemsInBatches):
+    """Add one to every legacy item's counter, one UPDATE per batch."""
+
+    def collection(self):
+        return LegacyItem.objects.all()

@@ -56,14 +56,16 @@ def count_within(count: Callable[[], int | None], using: str = DEFAULT_DB_ALIAS)
         raise CountTimedOut(f"Counting took longer than COUNT_TIMEOUT ({seconds:g}s).") from error
 
 
-def count_total(processor: Processor, source: Source, run_id: object) -> int | None:
+def count_total(processor: Processor, source: Source, run_id: object, using: str = DEFAULT_DB_ALIAS) -> int | None:
     """Return a run's total: its processor's ``count()`` (or its source's), None when too slow to count.
+
+    ``using`` is the database the collection is on, where the time limit is set.
 
     Raise InvalidProcessor when ``count()`` returns anything but a number of items or None.
     """
     # The default count() would build the collection again: count the source the run walks.
     try:
-        counted = count_within(source.count if type(processor).count is Processor.count else processor.count)
+        counted = count_within(source.count if type(processor).count is Processor.count else processor.count, using)
     except CountTimedOut:
         logger.info("Run %s: counting took longer than COUNT_TIMEOUT; no total.", run_id)
         return None  # too many to count quickly: the run goes without a total

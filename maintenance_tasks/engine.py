@@ -25,9 +25,11 @@ from django.db import connections, router, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from .checkpoints import take_over
 from .conf import app_settings
 from .counting import count_total
 from .csvfiles import csv_opener
+from .databases import batch_database
 from .dryrun import DryRun
 from .exceptions import ConcurrentChange, InvalidProcessor, StaleAttempt
 from .failures import errored_fields, retry_detail
@@ -214,8 +216,12 @@ class Engine:
         processor = self.processor = run.task.build_processor()
         self.dry_run.check(processor)
         source = open_source(processor, csv_opener(run))
+        alias = batch_database(processor, source)
+        held = take_over(run, alias, self.token) if processor.atomic else None  # None: on the runs' database
+        if held is not None and held.ahead:  # a batch committed there that the run does not show yet
+            self._checkpoint(*held.ahead)
         if run.tick_total is None and run.cursor is None:  # the first slice (a total counted once)
-            run.tick_total = count_total(processor, source, run.pk)
+            run.tick_total = count_total(processor, source, run.pk, alias)
             self._write(tick_total=run.tick_total)
         whole = processor.defines_batch()
         if isinstance(source, NoCollection):
@@ -228,14 +234,17 @@ class Engine:
             handle = processor.process_batch if whole else processor.process
         for batch in source.batches(run.cursor, whole=whole):
             if processor.atomic:
-                with transaction.atomic():
-                    with self.dry_run.batch():  # a dry run's batch is rolled back; the checkpoint is not
+                end = (batch.end_cursor, run.tick_count + batch.size)
+                with transaction.atomic(using=alias):
+                    with self.dry_run.batch(alias):  # a dry run's batch is rolled back; the checkpoint is not
                         if whole:
                             handle(batch.items)
                         else:
                             for item in batch.items:
                                 handle(item)
-                    self._checkpoint(batch.end_cursor, run.tick_count + batch.size)
+                    (held.commit if held else self._checkpoint)(*end)
+                if held:
+                    self._checkpoint(*end)  # the run mirrors the batch committed on the other database
                 self._check_stop()
             elif whole:
                 handle(batch.items)
@@ -244,6 +253,8 @@ class Engine:
                 self._handle_each(batch, handle)
             if self.stop_reason:
                 break
+        if held and not self.stop_reason:  # all walked: the run has mirrored the last batch
+            held.forget()
         self._settle()
 
     def _done(self, batch: Batch, index: int, items: int) -> None:

@@ -16,6 +16,7 @@ from .callbacks import LifecycleCallbacks
 from .conf import MAX_SECONDS, is_duration
 from .cron import cron_error
 from .csvsource import csv_problems
+from .databases import using_problems
 from .exceptions import InvalidParameters, validation_error_text
 from .output import Reporting
 from .parameters import MISSING, Parameter, annotations_of, field_for, to_json, validate_json
@@ -50,6 +51,9 @@ class Processor(LifecycleCallbacks, Reporting):
     atomic: ClassVar[bool] = True
     #: Columns, unique together, that order a QuerySet collection (default: the primary key).
     cursor_columns: ClassVar[tuple[str, ...] | None] = None
+    #: The database alias its batches write to, each committing its checkpoint there (None: the
+    #: collection's, by the routers' ``db_for_write``). Migrate this app there too.
+    using: ClassVar[str | None] = None
     #: The ``django.tasks`` queue its background slices go to (None: the default queue). It must
     #: be one of the backend's ``QUEUES``; start workers for it (``db_worker --queue-name heavy``).
     queue_name: ClassVar[str | None] = None
@@ -239,6 +243,7 @@ class Processor(LifecycleCallbacks, Reporting):
             *cls._check_parameters(),
             *(Error(f"{path_of(cls)}: {message}", obj=cls, id=id) for id, message in cls.definition_problems()),
             *cls._check_collection(),
+            *(Error(f"{path_of(cls)}: {p}", obj=cls, id="maintenance_tasks.E036") for p in using_problems(cls)),
             *cls._check_retry(),
             *cls._check_schedule(),
             *cls._check_expected_duration(),

@@ -67,22 +67,28 @@ STATIC_ROOT = VAR_DIR / "static"
 MEDIA_ROOT = env.path("MEDIA_ROOT", default=VAR_DIR / "media")
 
 DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'db.sqlite3'}")}
-_db = DATABASES["default"]
+# LEGACY_DATABASE_URL adds a second database, "legacy": the models testproject/routers.py names live
+# there, and the processors over them commit their batches and checkpoints there.
+if _legacy_url := env.str("LEGACY_DATABASE_URL", default=""):
+    DATABASES["legacy"] = env.db_url_config(_legacy_url)
+    DATABASE_ROUTERS = ["testproject.routers.LegacyRouter"]
 # TEST_DB_NAME lets several suites share a database server without sharing a test database.
 _test_name = env.str("TEST_DB_NAME", default="test")
-if _db["ENGINE"].endswith("sqlite3"):
-    # A file, not memory, so that processes started by the tests see the test database.
-    _db["TEST"] = {"NAME": str(VAR_DIR / f"{_test_name}.sqlite3")}
-    _db["OPTIONS"] = {
-        "transaction_mode": "IMMEDIATE",
-        "timeout": 30,
-        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
-    }
-else:
-    _db["TEST"] = {"NAME": f"test_{_test_name}"}
-if _db["ENGINE"].endswith("mysql"):
-    _db.setdefault("OPTIONS", {})["charset"] = "utf8mb4"
-    _db["TEST"]["CHARSET"] = "utf8mb4"
+for _alias, _db in DATABASES.items():
+    _suffix = "" if _alias == "default" else f"_{_alias}"
+    if _db["ENGINE"].endswith("sqlite3"):
+        # A file, not memory, so that processes started by the tests see the test database.
+        _db["TEST"] = {"NAME": str(VAR_DIR / f"{_test_name}{_suffix}.sqlite3")}
+        _db["OPTIONS"] = {
+            "transaction_mode": "IMMEDIATE",
+            "timeout": 30,
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        }
+    else:
+        _db["TEST"] = {"NAME": f"test_{_test_name}{_suffix}"}
+    if _db["ENGINE"].endswith("mysql"):
+        _db.setdefault("OPTIONS", {})["charset"] = "utf8mb4"
+        _db["TEST"]["CHARSET"] = "utf8mb4"
 
 TASK_BACKENDS = {
     "immediate": "django.tasks.backends.immediate.ImmediateBackend",

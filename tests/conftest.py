@@ -1,4 +1,5 @@
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -26,9 +27,9 @@ def deadline(seconds: float) -> float:
     return seconds * TIME_FACTOR
 
 
-def subprocess_database_url() -> str:
-    """Return a DATABASE_URL that points a child process at the current test database."""
-    db = settings.DATABASES["default"]
+def subprocess_database_url(alias: str = "default") -> str:
+    """Return a DATABASE_URL that points a child process at the current test database of ``alias``."""
+    db = settings.DATABASES[alias]
     engine, name = db["ENGINE"], db["NAME"]
     if engine.endswith("sqlite3"):
         return f"sqlite:///{name}"
@@ -39,6 +40,8 @@ def subprocess_database_url() -> str:
 
 def child_env(**extra: str) -> dict[str, str]:
     env = {**os.environ, "DATABASE_URL": subprocess_database_url(), "PYTHONUNBUFFERED": "1", **extra}
+    if "legacy" in settings.DATABASES:
+        env["LEGACY_DATABASE_URL"] = subprocess_database_url("legacy")
     env.pop("DJANGO_SETTINGS_MODULE", None)
     return env
 
@@ -135,6 +138,36 @@ def _fresh_registry():
 
 def on_sqlite() -> bool:
     return connection.vendor == "sqlite"
+
+
+def kill_9_and_resume(manage, command: Command, run, seed: int, after_kill=None):
+    """Kill -9 ``command`` at random moments (from ``seed``), resuming ``run`` with --force after each.
+
+    Up to three times: wait up to 0.4 s, kill it, and unless the run has ended, check that it was
+    left running (and ``after_kill(run)``, if given) and take it over in a new command. Then wait
+    for the last command to succeed. Return the run, refreshed.
+    """
+    from maintenance_tasks.models import Run
+    from maintenance_tasks.status import RunStatus
+
+    rng = random.Random(seed)
+    for kills in range(1, 4):
+        time.sleep(rng.uniform(0.0, 0.4))
+        command.kill()
+        run.refresh_from_db()
+        if run.status == RunStatus.SUCCEEDED:
+            break
+        assert run.status == RunStatus.RUNNING, f"seed {seed}"  # killed: nobody could record anything
+        if after_kill is not None:
+            after_kill(run)
+        # Its heartbeat is fresh, so take it over explicitly.
+        command = manage("run_maintenance_task", "--resume", str(run.pk), "--force")
+        wait_for(lambda n=kills: Run.objects.get(pk=run.pk).attempt > n)
+    else:
+        code, out, err = command.wait()
+        assert code == 0, f"seed {seed}: {err}"
+    run.refresh_from_db()
+    return run
 
 
 def active_runs_lines() -> list[str]:

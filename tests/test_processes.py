@@ -5,7 +5,6 @@ import os
 import random
 import signal
 import sys
-import time
 from datetime import timedelta
 
 import pytest
@@ -15,7 +14,7 @@ from django.utils import timezone
 from maintenance_tasks.models import Run, Task
 from maintenance_tasks.status import RunStatus
 from testproject.testapp.models import Item
-from tests.conftest import ROOT, child_env, deadline, on_sqlite, wait_for
+from tests.conftest import ROOT, child_env, deadline, kill_9_and_resume, on_sqlite, wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.processes]
 
@@ -44,26 +43,10 @@ def counts():
 
 @pytest.mark.parametrize("name", ["IncrementItems", "IncrementItemsInBatches"])
 def test_kill_9_at_random_moments_then_resume_applies_each_batch_once(manage, items, name):
-    rng = random.Random()
-    seed = rng.randrange(10**6)
-    rng.seed(seed)
+    seed = random.randrange(10**6)
     delay = ["--arg", "delay=0.02"] if name == "IncrementItemsInBatches" else SLOW
     command = manage("run_maintenance_task", name, *delay)
-    run = running_run(command)
-    for kills in range(1, 4):
-        time.sleep(rng.uniform(0.0, 0.4))
-        command.kill()
-        run.refresh_from_db()
-        if run.status == RunStatus.SUCCEEDED:
-            break
-        assert run.status == RunStatus.RUNNING, f"seed {seed}"  # killed: nobody could record anything
-        # Its heartbeat is fresh, so take it over explicitly.
-        command = manage("run_maintenance_task", "--resume", str(run.pk), "--force")
-        wait_for(lambda n=kills: Run.objects.get(pk=run.pk).attempt > n)
-    else:
-        code, out, err = command.wait()
-        assert code == 0, f"seed {seed}: {err}"
-    run.refresh_from_db()
+    run = kill_9_and_resume(manage, command, running_run(command), seed)
     assert run.status == RunStatus.SUCCEEDED
     assert run.tick_count == 600
     assert counts() == [1] * 600, f"seed {seed}: some batch was applied twice or not at all"

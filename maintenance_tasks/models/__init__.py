@@ -1,5 +1,6 @@
 """The app's models, one module per concern; import them from here."""
 
+from .checkpoints import Checkpoint
 from .coordination import JobChain, Lock
 from .deploys import DeployRecord, DeployState
 from .runs import Run, RunEvent, RunQuerySet
@@ -7,6 +8,7 @@ from .schedules import Schedule, SchedulerState, ScheduleSource
 from .tasks import Task, canonical_json
 
 __all__ = [
+    "Checkpoint",
     "DeployRecord",
     "DeployState",
     "JobChain",

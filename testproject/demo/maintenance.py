@@ -6,7 +6,7 @@ from django.utils.text import slugify
 
 from maintenance_tasks import Processor
 
-from .models import Article
+from .models import Article, LegacyArticle
 
 
 class BackfillSlugs(Processor):
@@ -67,3 +67,20 @@ class ImportArticles(Processor):
         Article.objects.bulk_create(
             Article(title=row["title"], published=row.get("published", "").lower() == "yes") for row in rows
         )
+
+
+class BackfillLegacySlugs(Processor):
+    """Fill in the slug of every old blog article, on the legacy database (LEGACY_DATABASE_URL) when there is one.
+
+    Its router (testproject/routers.py) sends LegacyArticle there, so each batch and its checkpoint
+    commit there; without the legacy database, the articles are on the default one.
+    """
+
+    batch_size = 500
+
+    def collection(self):
+        return LegacyArticle.objects.filter(slug="")
+
+    def process(self, article):
+        article.slug = slugify(article.title)[:200] + f"-{article.pk}"
+        article.save(update_fields=["slug"])

@@ -11,3 +11,13 @@ class Article(models.Model):
 
     def __str__(self) -> str:
         return self.title
+
+
+class LegacyArticle(models.Model):
+    """An article of the old blog, on the "legacy" database when LEGACY_DATABASE_URL is set."""
+
+    title = models.CharField(max_length=200)
+    slug = models.SlugField(max_length=220, blank=True, db_index=False)
+
+    def __str__(self) -> str:
+        return self.title

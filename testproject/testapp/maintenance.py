@@ -16,7 +16,7 @@ from django.db.models import F
 
 from maintenance_tasks import Processor
 
-from .models import BatchLog, BenchRow, CodeItem, Item, RankedItem, Seen, UUIDItem
+from .models import BatchLog, BenchRow, CodeItem, Item, LegacyItem, RankedItem, Seen, UUIDItem
 
 
 class Boom(Exception):
@@ -684,3 +684,17 @@ class LogEveryItem(Processor):
             raise Boom(f"{self.label} {number} failed")
         if number % self.status_every == 0:
             self.status = f"at {self.label} {number} of {self.items}"
+
+
+class IncrementLegacyItems(IncrementItems):
+    """Add one to every legacy item's counter: on the "legacy" database when it is configured (its router)."""
+
+    def collection(self):
+        return LegacyItem.objects.all()
+
+
+class IncrementLegacyItemsInBatches(IncrementItemsInBatches):
+    """Add one to every legacy item's counter, one UPDATE per batch."""
+
+    def collection(self):
+        return LegacyItem.objects.all()

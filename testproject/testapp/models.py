@@ -81,3 +81,12 @@ class BenchCursor(models.Model):
 
     def __str__(self) -> str:
         return self.cursor
+
+
+class LegacyItem(models.Model):
+    """An item on the "legacy" database when LEGACY_DATABASE_URL is set (testproject/routers.py)."""
+
+    times_processed = models.IntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"legacy item {self.pk}"

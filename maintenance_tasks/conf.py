@@ -36,6 +36,9 @@ DEFAULTS: dict[str, Any] = {
     "RETENTION": {"succeeded": 30, "cancelled": 30, "errored": 90},
     # The STORAGES alias the CSV files runs are started with are kept in (read when the models load).
     "CSV_STORAGE": "default",
+    # Parameters and metadata keys whose name contains one of these (case-insensitive) are shown as
+    # ******** everywhere but in the stored config, as are a processor's ``sensitive`` parameters.
+    "SENSITIVE_PARAMETERS": ("password", "secret", "token", "key"),
 }
 
 #: The settings that are a positive number of seconds.
@@ -74,6 +77,11 @@ def fit_seconds(value: Any, default: float, *, unit: float = 1.0) -> float:
 
 #: Settings renamed before the first release: the old name is a system check error naming the new one.
 RENAMED = {"STUCK_RUN_AFTER": "OVERDUE_AFTER", "TICK_INTERVAL": "CHECKPOINT_INTERVAL"}
+
+
+def name_patterns(value: Any) -> tuple[str, ...]:
+    """Return the non-empty strings of a list or tuple, nothing else (check E018 refuses the rest)."""
+    return tuple(item for item in value if isinstance(item, str) and item) if isinstance(value, list | tuple) else ()
 
 
 class Setting[T]:
@@ -125,6 +133,7 @@ class Settings:
     OVERDUE_AFTER = Seconds()
     COUNT_TIMEOUT = Seconds()
     CSV_STORAGE = Setting(str)
+    SENSITIVE_PARAMETERS = Setting(name_patterns)
 
     @property
     def RETENTION(self) -> dict[str, float | None]:  # noqa: N802

@@ -18,6 +18,7 @@ from .cron import cron_error
 from .csvsource import csv_problems
 from .exceptions import InvalidParameters, validation_error_text
 from .parameters import MISSING, Parameter, annotations_of, field_for, to_json, validate_json
+from .sensitive import declaration_problems, scrubbed_error, secret_values, sensitive_names
 from .sources import cursor_problem, open_source, ordering_problem
 
 #: The methods the engine calls and does not await.
@@ -72,6 +73,8 @@ class Processor(LifecycleCallbacks):
     csv_collection: ClassVar[bool] = False
     csv_headers: ClassVar[tuple[str, ...]] = ()
     csv_encoding: ClassVar[str] = "utf-8-sig"
+    #: Parameters shown as ******** everywhere but in the stored config (besides SENSITIVE_PARAMETERS names).
+    sensitive: ClassVar[tuple[str, ...]] = ()
 
     _parameters: ClassVar[dict[str, Parameter]]
 
@@ -158,20 +161,20 @@ class Processor(LifecycleCallbacks):
                 values[name] = parameter.field.clean(to_json(config[name]))
             except ValidationError as error:
                 errors[name] = error.messages
+        secrets = secret_values(config, sensitive_names(cls, map(str, config)))  # masked in what errors repeat
         if errors:
-            raise ValidationError(errors)
+            raise scrubbed_error(ValidationError(errors), secrets)
         processor = cls(**values)
         size = processor.batch_size  # a parameter may set it
         if "batch_size" in parameters and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
             raise ValidationError({"batch_size": ["Enter a whole number, 1 or more."]})
         try:
             processor.clean()
-        except ValidationError:
-            raise
+        except ValidationError as error:
+            raise scrubbed_error(error, secrets) from error.__cause__
         except Exception as error:  # the author's code: its failure is a refusal of this config
-            raise ValidationError(
-                f"{path_of(cls)}.clean() failed: {type(error).__name__}: {error}", code="invalid"
-            ) from error
+            failed = ValidationError(f"{path_of(cls)}.clean() failed: {type(error).__name__}: {error}", code="invalid")
+            raise scrubbed_error(failed, secrets) from error
         return processor
 
     @classmethod
@@ -268,6 +271,7 @@ class Processor(LifecycleCallbacks):
         size = cls.batch_size
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
             problems.append(("maintenance_tasks.E034", f"batch_size must be a whole number, 1 or more, not {size!r}."))
+        problems += [("maintenance_tasks.E036", p) for p in declaration_problems(cls)]
         problems += [
             ("maintenance_tasks.E035", p) for p in csv_problems(cls, cls.collection is not Processor.collection)
         ]

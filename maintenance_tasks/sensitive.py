@@ -14,6 +14,7 @@ masked wherever they occur in an error message or a backtrace (``ValueError(f"ba
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import traceback
 from collections.abc import Iterable, Mapping
@@ -40,11 +41,16 @@ def sensitive_names(processor: Any, names: Iterable[str] = ()) -> frozenset[str]
     """Return the sensitive parameters of a processor class (None: gone from the code) among ``names``.
 
     Those in its ``sensitive`` tuple and every name (its parameters' and ``names``) that matches
-    a SENSITIVE_PARAMETERS pattern.
+    a SENSITIVE_PARAMETERS pattern. A broken declaration never raises here: checks report it.
     """
-    declared = set(getattr(processor, "sensitive", ()) or ()) if processor is not None else set()
-    candidates = set(names) | (set(processor.parameters()) if processor is not None else set())
-    return frozenset(declared | {name for name in candidates if matches_pattern(name)})
+    candidates = set(names)
+    if processor is None:
+        return frozenset(name for name in candidates if matches_pattern(name))
+    declared = processor.sensitive if isinstance(processor.sensitive, tuple) else ()
+    with contextlib.suppress(TypeError):  # an annotation that does not resolve (check E004): the names given count
+        candidates |= set(processor.parameters())
+    matching = {name for name in candidates if matches_pattern(name)}
+    return frozenset({name for name in declared if isinstance(name, str)} | matching)
 
 
 def masked(config: Mapping[str, Any], names: Iterable[str]) -> dict[str, Any]:

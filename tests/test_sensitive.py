@@ -14,10 +14,11 @@ from django.utils import timezone
 from maintenance_tasks import Processor
 from maintenance_tasks.checks import check_settings
 from maintenance_tasks.models import Run, RunEvent, Schedule, Task
-from maintenance_tasks.registry import path_of
+from maintenance_tasks.registry import path_of, registry
 from maintenance_tasks.runner import Runner
 from maintenance_tasks.sensitive import (
     MASK,
+    declaration_problems,
     masked,
     masked_keys,
     matches_pattern,
@@ -83,6 +84,17 @@ def test_a_processor_names_its_sensitive_parameters_and_patterns_add_others():
 def test_a_processor_gone_from_the_code_still_masks_names_matching_the_patterns():
     task = Task(processor="gone.Processor", config={"api_key": "abcdef", "pin": "1234", "n": 3})
     assert task.shown_config == {"api_key": MASK, "pin": "1234", "n": 3}
+
+
+def test_a_processor_whose_parameters_do_not_resolve_still_shows_its_runs_masked(monkeypatch):
+    class Broken(Processor):
+        sensitive = "pin"  # not a tuple: check E036
+        pin: "Undefined"  # noqa: F821 (check E004)
+
+    monkeypatch.setattr(registry, "_processors", {"x.Broken": Broken})
+    task = Task(processor="x.Broken", config={"pin": "1234", "api_token": "abcdef"})
+    assert task.shown_config == {"pin": "1234", "api_token": MASK}  # the patterns still apply
+    assert declaration_problems(Broken) == ["sensitive must be a tuple of parameter names, not 'pin'."]
 
 
 def test_metadata_keys_are_masked_at_any_depth_and_none_is_left_as_it_is():

@@ -85,6 +85,14 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                 id="maintenance_tasks.E018",
             )
         )
+    patterns = user.get("SENSITIVE_PARAMETERS", ())
+    if not isinstance(patterns, list | tuple) or not all(isinstance(item, str) and item for item in patterns):
+        errors.append(
+            Error(
+                f"MAINTENANCE_TASKS['SENSITIVE_PARAMETERS'] must be a list or tuple of non-empty strings, not {patterns!r}.",
+                id="maintenance_tasks.E019",
+            )
+        )
     return errors
 
 

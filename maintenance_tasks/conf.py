@@ -38,6 +38,9 @@ DEFAULTS: dict[str, Any] = {
     "CSV_STORAGE": "default",
     # Lines of its output a run keeps (``self.log()`` in a processor): the last ones; the others are counted.
     "OUTPUT_LINES": 200,
+    # Parameters and metadata keys whose name contains one of these (case-insensitive) are shown as
+    # ******** everywhere but in the stored config, as are a processor's ``sensitive`` parameters.
+    "SENSITIVE_PARAMETERS": ("password", "secret", "token", "key"),
 }
 
 #: The settings that are a positive number of seconds.
@@ -92,6 +95,11 @@ def line_count(value: Any) -> int:
 RENAMED = {"STUCK_RUN_AFTER": "OVERDUE_AFTER", "TICK_INTERVAL": "CHECKPOINT_INTERVAL"}
 
 
+def name_patterns(value: Any) -> tuple[str, ...]:
+    """Return the non-empty strings of a list or tuple, nothing else (check E019 refuses the rest)."""
+    return tuple(item for item in value if isinstance(item, str) and item) if isinstance(value, list | tuple) else ()
+
+
 class Setting[T]:
     """One setting of ``Settings``, read from ``MAINTENANCE_TASKS`` on each access and cast to its type."""
 
@@ -142,6 +150,7 @@ class Settings:
     COUNT_TIMEOUT = Seconds()
     CSV_STORAGE = Setting(str)
     OUTPUT_LINES = Setting(line_count)
+    SENSITIVE_PARAMETERS = Setting(name_patterns)
 
     @property
     def RETENTION(self) -> dict[str, float | None]:  # noqa: N802

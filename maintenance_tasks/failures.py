@@ -7,14 +7,21 @@ import traceback
 from typing import Any
 
 from .exceptions import BACKTRACE_LIMIT, error_class_name, error_message, storable
+from .sensitive import log_error, scrubbed
 
 logger = logging.getLogger("maintenance_tasks.engine")
 
 
 def errored_fields(run: Any, error: BaseException) -> dict[str, str]:
-    """Log the error that ends ``run`` with its traceback and context; return its storable error fields."""
-    error_class, message = error_class_name(error), error_message(error)
-    logger.error(
+    """Log the error that ends ``run`` with its traceback and context; return its storable error fields.
+
+    The values of the config's sensitive parameters are masked in both (see ``sensitive``).
+    """
+    secrets = run.task.secrets
+    error_class, message = error_class_name(error), scrubbed(error_message(error), secrets)
+    log_error(
+        logger,
+        secrets,
         "Run %s of %s errored at cursor %s after %s items: %s: %s",
         run.pk,
         run.task.processor,
@@ -22,9 +29,9 @@ def errored_fields(run: Any, error: BaseException) -> dict[str, str]:
         run.tick_count,
         error_class,
         message[:1000],
-        exc_info=error,
+        error=error,
     )
-    backtrace = storable("".join(traceback.format_exception(error)), BACKTRACE_LIMIT)
+    backtrace = storable(scrubbed("".join(traceback.format_exception(error)), secrets), BACKTRACE_LIMIT)
     return {"error_class": error_class, "error_message": message, "backtrace": backtrace}
 
 
@@ -36,7 +43,7 @@ def retry_detail(run: Any, error: BaseException, *, attempt: int, max_retries: i
         "max_retries": max_retries,
         "delay": round(delay, 3),
         "error_class": error_class_name(error),
-        "error_message": error_message(error)[:1000],
+        "error_message": scrubbed(error_message(error), run.task.secrets)[:1000],
     }
     logger.warning("Run %s: %s: %s; retry %s of %s in %.1fs.", run.pk, detail["error_class"], detail["error_message"],
                    run.retries, max_retries, delay)  # fmt: skip

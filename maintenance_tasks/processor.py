@@ -13,25 +13,18 @@ from django.core.exceptions import ValidationError
 from django.db import models
 
 from .callbacks import LifecycleCallbacks
-from .conf import MAX_SECONDS, is_duration
 from .cron import cron_error
 from .csvsource import csv_problems
 from .databases import using_problems
+from .definitions import expected_duration_errors, path_of, run_on_deploy_errors
 from .exceptions import InvalidParameters, validation_error_text
 from .output import Reporting
 from .parameters import MISSING, Parameter, annotations_of, field_for, to_json, validate_json
+from .sensitive import declaration_problems, scrubbed_error, secret_values, sensitive_names
 from .sources import cursor_problem, open_source, ordering_problem
 
 #: The methods the engine calls and does not await.
 SYNC_METHODS = ("process", "process_batch", "collection", "count", "enumerate", "clean")
-
-#: The values ``run_on_deploy`` may take: never, until a run succeeds, on every deploy.
-RUN_ON_DEPLOY_MODES = (None, "once", "always")
-
-
-def path_of(processor: type[Processor]) -> str:
-    """Return the dotted path that names a processor class."""
-    return f"{processor.__module__}.{processor.__qualname__}"
 
 
 class Processor(LifecycleCallbacks, Reporting):
@@ -79,6 +72,8 @@ class Processor(LifecycleCallbacks, Reporting):
     csv_collection: ClassVar[bool] = False
     csv_headers: ClassVar[tuple[str, ...]] = ()
     csv_encoding: ClassVar[str] = "utf-8-sig"
+    #: Parameters shown as ******** everywhere but in the stored config (besides SENSITIVE_PARAMETERS names).
+    sensitive: ClassVar[tuple[str, ...]] = ()
 
     _parameters: ClassVar[dict[str, Parameter]]
 
@@ -165,20 +160,20 @@ class Processor(LifecycleCallbacks, Reporting):
                 values[name] = parameter.field.clean(to_json(config[name]))
             except ValidationError as error:
                 errors[name] = error.messages
+        secrets = secret_values(config, sensitive_names(cls, map(str, config)))  # masked in what errors repeat
         if errors:
-            raise ValidationError(errors)
+            raise scrubbed_error(ValidationError(errors), secrets)
         processor = cls(**values)
         size = processor.batch_size  # a parameter may set it
         if "batch_size" in parameters and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
             raise ValidationError({"batch_size": ["Enter a whole number, 1 or more."]})
         try:
             processor.clean()
-        except ValidationError:
-            raise
+        except ValidationError as error:
+            raise scrubbed_error(error, secrets) from error.__cause__
         except Exception as error:  # the author's code: its failure is a refusal of this config
-            raise ValidationError(
-                f"{path_of(cls)}.clean() failed: {type(error).__name__}: {error}", code="invalid"
-            ) from error
+            failed = ValidationError(f"{path_of(cls)}.clean() failed: {type(error).__name__}: {error}", code="invalid")
+            raise scrubbed_error(failed, secrets) from error
         return processor
 
     @classmethod
@@ -246,8 +241,8 @@ class Processor(LifecycleCallbacks, Reporting):
             *(Error(f"{path_of(cls)}: {p}", obj=cls, id="maintenance_tasks.E036") for p in using_problems(cls)),
             *cls._check_retry(),
             *cls._check_schedule(),
-            *cls._check_expected_duration(),
-            *cls._check_run_on_deploy(),
+            *expected_duration_errors(cls),
+            *run_on_deploy_errors(cls),
         ]
 
     @classmethod
@@ -276,6 +271,7 @@ class Processor(LifecycleCallbacks, Reporting):
         size = cls.batch_size
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
             problems.append(("maintenance_tasks.E034", f"batch_size must be a whole number, 1 or more, not {size!r}."))
+        problems += [("maintenance_tasks.E037", p) for p in declaration_problems(cls)]
         problems += [
             ("maintenance_tasks.E035", p) for p in csv_problems(cls, cls.collection is not Processor.collection)
         ]
@@ -351,49 +347,3 @@ class Processor(LifecycleCallbacks, Reporting):
             return [Error(f"{path_of(cls)}: {problem}", obj=cls, id="maintenance_tasks.E010")]
         hint = "Give every parameter a default, or schedule it from the admin with a config."
         return [Error(f"{path_of(cls)}: {problem}", hint=hint, obj=cls, id="maintenance_tasks.E011")]
-
-    @classmethod
-    def _check_expected_duration(cls) -> list[CheckMessage]:
-        """Report an ``expected_duration`` that is not a positive duration of at most 100 years (E012)."""
-        duration = cls.expected_duration
-        if duration is None:
-            return []
-        seconds = duration.total_seconds() if isinstance(duration, datetime.timedelta) else duration
-        if not is_duration(seconds):
-            return [
-                Error(
-                    f"{path_of(cls)}: expected_duration must be a positive timedelta or number of seconds, "
-                    f"at most {MAX_SECONDS:.0f} (100 years), not {duration!r}.",
-                    obj=cls,
-                    id="maintenance_tasks.E012",
-                )
-            ]
-        return []
-
-    @classmethod
-    def _check_run_on_deploy(cls) -> list[CheckMessage]:
-        """Report an unknown ``run_on_deploy`` mode (E008) or defaults a deploy run cannot use (E009)."""
-        mode = cls.run_on_deploy
-        if mode not in RUN_ON_DEPLOY_MODES:
-            return [
-                Error(
-                    f'{path_of(cls)}.run_on_deploy must be None, "once" or "always", not {mode!r}.',
-                    obj=cls,
-                    id="maintenance_tasks.E008",
-                )
-            ]
-        if mode is None:
-            return []
-        try:
-            cls.default_config()
-        except (ValidationError, TypeError) as error:
-            detail = validation_error_text(error) if isinstance(error, ValidationError) else str(error)
-            return [
-                Error(
-                    f"{path_of(cls)} runs on deploy, so it runs with its default parameters, but they are not valid: {detail}",
-                    hint="Give every parameter a default, or remove run_on_deploy.",
-                    obj=cls,
-                    id="maintenance_tasks.E009",
-                )
-            ]
-        return []

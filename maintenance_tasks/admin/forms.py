@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import enum
 from typing import Any
 
@@ -17,9 +18,10 @@ from maintenance_tasks import dryrun
 from maintenance_tasks.csvfiles import CSV_FIELD
 from maintenance_tasks.exceptions import InvalidParameters, UnknownProcessor, validation_error_text
 from maintenance_tasks.models import Schedule, ScheduleSource, Task
-from maintenance_tasks.parameters import to_json
+from maintenance_tasks.parameters import Parameter, to_json
 from maintenance_tasks.processor import Processor
 from maintenance_tasks.registry import registry, short_name
+from maintenance_tasks.sensitive import MASK, scrubbed_error, secret_values, sensitive_names, unmasked
 
 #: The processor page's own query parameters, never taken for parameters: the run history's page number.
 PAGE_QUERY = {"p"}
@@ -41,9 +43,37 @@ def csv_file_field(processor: type[Processor]) -> dict[str, forms.Field]:
     return {CSV_FIELD: forms.FileField(label=_("CSV file"), required=False, help_text=help_text)}
 
 
+class MaskedErrors:
+    """A field mixin: its errors never repeat the value it was given (a choice field's would)."""
+
+    def clean(self, value: Any) -> Any:
+        try:
+            return super().clean(value)  # type: ignore[misc]
+        except ValidationError as error:
+            raise scrubbed_error(error, secret_values({"value": value}, ["value"])) from None
+
+
+def secret_field(parameter: Parameter) -> forms.Field:
+    """Return a copy of a sensitive parameter's field as a password input that never shows a value."""
+    field = copy.deepcopy(parameter.field)
+    field.__class__ = type(f"Sensitive{type(field).__name__}", (MaskedErrors, type(field)), {})
+    field.widget = forms.PasswordInput(render_value=False)
+    field.help_text = _("Sensitive: never shown, not even after an error (then type it again).")
+    if not parameter.required:
+        field.help_text += " " + _("Left empty, the default applies.")
+    return field
+
+
 def start_form_class(processor: type[Processor]) -> type[forms.Form]:
-    """Return a form with one field per parameter (each parameter's field is already a form field)."""
-    fields = {name: parameter.field for name, parameter in processor.parameters().items()}
+    """Return a form with one field per parameter (each parameter's field is already a form field).
+
+    A sensitive parameter's field is a password input that never shows a value (``secret_field``).
+    """
+    secret = sensitive_names(processor)
+    fields = {
+        name: secret_field(parameter) if name in secret else parameter.field
+        for name, parameter in processor.parameters().items()
+    }
     fields.update(csv_file_field(processor))
     return type(f"{processor.__name__}StartForm", (forms.Form,), {**fields, "required_css_class": "required"})
 
@@ -88,7 +118,8 @@ def prefill(form: forms.Form, query: QueryDict) -> list[str]:
     Each value is parsed by its parameter's field, as when the form is posted: a valid one becomes
     the field's initial value; a bad one, or one given twice, leaves the field as it was and gets a
     note naming it; names that are not parameters get one note (the run history's ``p`` excepted).
-    Nothing is validated as a whole (``clean()``) nor started: that is what Start does.
+    Nothing is validated as a whole (``clean()``) nor started: that is what Start does. A sensitive
+    parameter is never taken from a link (its input never shows a value): a note says so.
     """
     notes, unknown = [], []
     for name, values in query.lists():
@@ -96,6 +127,9 @@ def prefill(form: forms.Form, query: QueryDict) -> list[str]:
         if field is None:
             if name not in PAGE_QUERY:
                 unknown.append(name)
+            continue
+        if isinstance(field.widget, forms.PasswordInput):  # a sensitive parameter: never shown, so never prefilled
+            notes.append(_("“%(name)s” is sensitive: it is not taken from a link; type it in.") % {"name": name})
             continue
         shown = {"name": name, "value": Truncator(values[-1]).chars(80)}
         if len(values) > 1:
@@ -123,8 +157,15 @@ def add_config_errors(form: forms.Form, error: ValidationError) -> None:
 
 
 def form_config(form: forms.Form) -> dict[str, Any]:
-    """Return the config a valid start form gives, as JSON values (the CSV file is not a parameter)."""
-    return {name: to_json(value) for name, value in form.cleaned_data.items() if name != CSV_FIELD}
+    """Return the config a valid start form gives, as JSON values (the CSV file is not a parameter).
+
+    A sensitive parameter left empty is left out: its input never shows the default, so the default applies.
+    """
+    return {
+        name: to_json(value)
+        for name, value in form.cleaned_data.items()
+        if name != CSV_FIELD and not (value in (None, "") and isinstance(form.fields[name].widget, forms.PasswordInput))
+    }
 
 
 def optional_defaults(processor: type[Processor]) -> dict[str, Any]:
@@ -186,7 +227,12 @@ class ScheduleForm(forms.ModelForm):
         ]
         if self.instance.pk:
             self.initial.setdefault("processor", self.instance.task.processor)
-            self.initial.setdefault("config", self.instance.task.config)
+            self.initial.setdefault("config", self.instance.task.shown_config)  # sensitive values masked
+            if self.instance.task.sensitive_names:
+                self.fields["config"].help_text = _(
+                    "A JSON object of the processor's parameters; parameters left out take their default. "
+                    "Sensitive values show as %(mask)s: left so, they keep their stored value."
+                ) % {"mask": MASK}
         if self.instance.source == ScheduleSource.CODE:
             for name in ("processor", "config", "cron", "run_at"):
                 self.fields[name].disabled = True
@@ -196,6 +242,8 @@ class ScheduleForm(forms.ModelForm):
     def clean(self) -> dict[str, Any]:
         data = super().clean()
         path, config = data.get("processor"), data.get("config")
+        if self.instance.pk and path == self.instance.task.processor:  # the masked values shown keep theirs
+            config = unmasked(config, self.instance.task.config, self.instance.task.sensitive_names)
         if path and "config" not in self.errors:
             try:
                 self.canonical_config = registry.get(path).from_config({} if config is None else config).config

@@ -26,6 +26,7 @@ from maintenance_tasks.models import Run, Schedule, Task
 from maintenance_tasks.processor import Processor
 from maintenance_tasks.registry import registry, short_name
 from maintenance_tasks.runner import Runner
+from maintenance_tasks.sensitive import scrubbed, secret_values, sensitive_names
 from maintenance_tasks.status import RunStatus
 
 from .display import (
@@ -53,7 +54,8 @@ def item_count(processor: type[Processor], config: dict[str, Any] | None) -> tup
     except ValidationError:
         return None, _("Depends on the parameters: fill them in and press “Count items”.")
     except Exception as error:  # user code: show what went wrong rather than crash the page
-        return None, _("count() failed: %(error)s") % {"error": f"{type(error).__name__}: {error}"}
+        secrets = secret_values(config, sensitive_names(processor))
+        return None, _("count() failed: %(error)s") % {"error": scrubbed(f"{type(error).__name__}: {error}", secrets)}
 
 
 @dataclass

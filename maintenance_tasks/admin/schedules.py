@@ -67,7 +67,7 @@ class ScheduleAdmin(admin.ModelAdmin):
     def config_display(self, schedule: Schedule) -> str:
         if not schedule.task.config:
             return "–"
-        config = canonical_json(schedule.task.config)
+        config = canonical_json(schedule.task.shown_config)
         return format_html('<span title="{}">{}</span>', config, Truncator(config).chars(40))
 
     @admin.display(description=gettext_lazy("next run"), ordering="next_run_at")

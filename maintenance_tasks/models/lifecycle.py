@@ -29,6 +29,7 @@ from maintenance_tasks.actors import local_actor
 from maintenance_tasks.exceptions import MaintenanceTaskError, error_class_name, error_message
 from maintenance_tasks.parameters import json_problem
 from maintenance_tasks.registry import registry
+from maintenance_tasks.sensitive import log_error, scrubbed
 from maintenance_tasks.status import RESUMABLE_STATUSES, RunStatus
 
 if TYPE_CHECKING:
@@ -103,7 +104,8 @@ def announce(run: Run, moment: Moment, **arguments: Any) -> None:
                 keep_result(run, returned)
         for receiver, response in moment.signal.send_robust(sender=type(run), run=run, **arguments):
             if isinstance(response, Exception):
-                logger.error("Run %s: a receiver of its signal failed: %r", run.pk, receiver, exc_info=response)
+                message = "Run %s: a receiver of its signal failed: %r"
+                log_error(logger, run.task.secrets, message, run.pk, receiver, error=response)
     except Exception:  # recording a failure failed (the database went away): the change itself stands
         logger.exception("Run %s: announcing its change to %s failed.", run.pk, run.status)
 
@@ -119,8 +121,10 @@ def call_back(run: Run, name: str, *arguments: Any) -> Any:
             return None
         return getattr(run.task.build_processor(), name)(run, *arguments)
     except Exception as failure:
-        logger.exception("Run %s: %s.%s() failed; the run is left as it is.", run.pk, run.task.processor, name)
-        message = error_message(failure)[:1000]
+        secrets = run.task.secrets
+        message = "Run %s: %s.%s() failed; the run is left as it is."
+        log_error(logger, secrets, message, run.pk, run.task.processor, name, error=failure)
+        message = scrubbed(error_message(failure), secrets)[:1000]
         detail = {"callback": name, "error_class": error_class_name(failure), "error_message": message}
         run.events.log(run, "callback_failed", run.status, run.status, local_actor("callback"), **detail)
         return None

@@ -17,6 +17,7 @@ from django.utils.translation import gettext_lazy as _
 from maintenance_tasks.actors import local_actor
 from maintenance_tasks.conf import app_settings, csv_storage
 from maintenance_tasks.exceptions import ConcurrentChange, InvalidTransition, RunAlreadyActive, RunNotStuck
+from maintenance_tasks.sensitive import masked_keys
 from maintenance_tasks.status import (
     ACTIVE_STATUSES,
     CANCEL_TARGETS,
@@ -160,6 +161,11 @@ class Run(models.Model):
 
     def __str__(self) -> str:
         return f"Run {self.pk} of {self.task.name}"
+
+    @property
+    def shown_metadata(self) -> dict[str, Any]:
+        """Return the metadata as pages and commands show it: values of sensitive keys as ``********``."""
+        return masked_keys(self.metadata)
 
     @property
     def is_active(self) -> bool:
@@ -340,7 +346,7 @@ class RunEventQuerySet(models.QuerySet["RunEvent"]):
     def log(
         self, run: Run, action: str, from_status: str, to_status: str, actor: dict[str, Any] | None, **detail: Any
     ) -> RunEvent:
-        """Add an entry to the run's audit trail."""
+        """Add an entry to the run's audit trail (values of sensitive keys masked: it is for display)."""
         actor = actor or {}
         return self.create(
             run=run,
@@ -349,7 +355,7 @@ class RunEventQuerySet(models.QuerySet["RunEvent"]):
             to_status=to_status,
             source=str(actor.get("source", ""))[:16],
             user=str(actor.get("user", ""))[:150],
-            detail={**actor, **detail},
+            detail=masked_keys({**actor, **detail}),
         )
 
 

@@ -11,6 +11,7 @@ from django.db import models
 from django.utils.translation import gettext_lazy as _
 
 from maintenance_tasks.registry import registry, short_name
+from maintenance_tasks.sensitive import masked, secret_values, sensitive_names
 
 if TYPE_CHECKING:
     from maintenance_tasks.processor import Processor
@@ -62,7 +63,22 @@ class Task(models.Model):
     def __str__(self) -> str:
         if not self.config:
             return self.processor
-        return f"{self.processor} {canonical_json(self.config)}"
+        return f"{self.processor} {canonical_json(self.shown_config)}"
+
+    @property
+    def sensitive_names(self) -> frozenset[str]:
+        """Return the parameters of the config whose values are shown masked (see ``sensitive``)."""
+        return sensitive_names(registry.processors().get(self.processor), self.config)
+
+    @property
+    def shown_config(self) -> dict[str, Any]:
+        """Return the config as pages, commands and logs show it: sensitive values as ``********``."""
+        return masked(self.config, self.sensitive_names)
+
+    @property
+    def secrets(self) -> list[str]:
+        """Return the texts of the config's sensitive values, to mask in error messages and backtraces."""
+        return secret_values(self.config, self.sensitive_names)
 
     @staticmethod
     def digest(config: dict[str, Any]) -> str:

@@ -698,3 +698,32 @@ class IncrementLegacyItemsInBatches(IncrementItemsInBatches):
 
     def collection(self):
         return LegacyItem.objects.all()
+
+
+# -- sensitive parameters ----------------------------------------------------------------
+
+
+class CallPartner(Processor):
+    """Send each item to a partner: ``api_token`` and ``password`` are sensitive by name, ``pin`` by ``sensitive``."""
+
+    sensitive = ("pin",)
+    api_token: str
+    password: str
+    pin: str = ""
+    region: str = "eu"
+    fail: bool = False
+
+    def collection(self):
+        return ["a", "b", "c"]
+
+    def clean(self):
+        if self.api_token.startswith("revoked"):
+            raise ValidationError({"api_token": f"The token {self.api_token} is revoked."})
+
+    def process(self, item):
+        if self.fail:
+            raise ValueError(f"the partner refused token {self.api_token} (password {self.password}, pin {self.pin})")
+        Seen.objects.create(value=f"partner:{self.region}:{item}")
+
+    def on_error(self, run, error):
+        raise RuntimeError(f"could not report the failure of {self.api_token}")

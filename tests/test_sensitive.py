@@ -227,7 +227,12 @@ def test_no_page_output_log_or_audit_entry_shows_a_sensitive_value(
         command("deploy_maintenance_tasks", "--status")
         command("deploy_maintenance_tasks", "--todo")
         command("recover_maintenance_runs")
+        command("maintenance_runs", "list")
+        command("maintenance_runs", "list", "--json")
 
+    for run in Run.objects.all():
+        command("maintenance_runs", "show", str(run.pk))
+        command("maintenance_runs", "show", str(run.pk), "--json")
     runs = list(Run.objects.select_related("task").order_by("pk"))
     assert [run.task.config["region"] for run in runs] == ["eu", "us", "asia", "eu", "sched"]
     assert [run.status for run in runs] == [RunStatus.SUCCEEDED] * 3 + [RunStatus.ERRORED, RunStatus.SUCCEEDED]

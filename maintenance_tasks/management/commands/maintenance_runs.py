@@ -99,7 +99,7 @@ def run_data(run: Run) -> dict[str, Any]:
         "id": run.pk,
         "processor": run.task.processor,
         "name": short_name(run.task.processor),
-        "config": run.task.config,
+        "config": run.task.shown_config,
         "status": run.status,
         "overdue": overdue_for(run) is not None,
         "dry_run": run.dry_run,
@@ -120,7 +120,7 @@ def run_data(run: Run) -> dict[str, Any]:
         "heartbeat_at": run.heartbeat_at,
         "error_class": run.error_class,
         "error_message": run.error_message,
-        "metadata": run.metadata,
+        "metadata": run.shown_metadata,
     }
 
 
@@ -217,7 +217,7 @@ class Command(BaseCommand):
         status = f"{run.status} ({notes(run)})" if notes(run) else run.status
         fields = [
             ("processor", run.task.processor),
-            ("config", json.dumps(run.task.config, cls=DjangoJSONEncoder, ensure_ascii=False)),
+            ("config", json.dumps(run.task.shown_config, cls=DjangoJSONEncoder, ensure_ascii=False)),
             ("status", status),
             ("progress", progress_text(run)),
             ("cursor", "-" if run.cursor is None else run.cursor),
@@ -229,8 +229,8 @@ class Command(BaseCommand):
             ("time running", f"{run.time_running:.1f}s"),
             ("attempt", f"{run.attempt} ({run.retries} retries)"),
             ("job id", run.job_id or "-"),
-            ("started by", describe(run.metadata) or "-"),
-            ("metadata", json.dumps(run.metadata, cls=DjangoJSONEncoder, ensure_ascii=False)),
+            ("started by", describe(run.shown_metadata) or "-"),
+            ("metadata", json.dumps(run.shown_metadata, cls=DjangoJSONEncoder, ensure_ascii=False)),
         ]
         if run.status_line:
             fields.append(("status line", run.status_line))

@@ -4,6 +4,7 @@ from .coordination import JobChain, Lock
 from .deploys import DeployRecord, DeployState
 from .runs import Run, RunEvent, RunQuerySet
 from .schedules import Schedule, SchedulerState, ScheduleSource
+from .skipped import SkippedItem
 from .tasks import Task, canonical_json
 
 __all__ = [
@@ -17,6 +18,7 @@ __all__ = [
     "Schedule",
     "ScheduleSource",
     "SchedulerState",
+    "SkippedItem",
     "Task",
     "canonical_json",
 ]

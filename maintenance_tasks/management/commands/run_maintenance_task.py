@@ -10,7 +10,7 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import InterfaceError, OperationalError
 
-from maintenance_tasks import dryrun
+from maintenance_tasks import dryrun, skipping
 from maintenance_tasks.actors import command_line, local_actor
 from maintenance_tasks.conf import app_settings
 from maintenance_tasks.engine import Engine
@@ -171,9 +171,13 @@ class Command(BaseCommand):
         finally:
             progress.close()
         Runner.release_slot()  # the slot this run held (MAX_CONCURRENT_RUNS) goes to a run waiting for one
-        run.refresh_from_db(fields=["status", "attempt", "tick_count", "time_running", "dry_run_report"])
+        run.refresh_from_db(
+            fields=["status", "attempt", "tick_count", "time_running", "dry_run_report", "skipped_count"]
+        )
         if verbosity and run.dry_run:
             self.stdout.write(dryrun.describe(run))
+        if verbosity and run.skipped_count:
+            self.stdout.write(skipping.describe(run))
         if run.attempt != engine.token and run.status not in RESUMABLE_STATUSES | COMPLETED_STATUSES:
             raise CommandError(
                 f"Run {run.pk} was taken over by another executor (now {run.status}); this process stopped "

@@ -37,6 +37,7 @@ from .heartbeat import GuardedWriter, Heartbeat
 from .models import Run, RunEvent
 from .outage import lost_connection
 from .processor import Processor
+from .skipping import Skipping
 from .sources import Batch, NoCollection, open_source
 from .status import EXECUTING_STATUSES, RunStatus
 
@@ -232,25 +233,29 @@ class Engine:
             handle: Callable[[Any], None] = lambda item: processor.process()  # noqa: E731
         else:
             handle = processor.process_batch if whole else processor.process
+        self.skips = Skipping(run, processor, whole=whole, using=alias)
         for batch in source.batches(run.cursor, whole=whole):
             if processor.atomic:
                 end = (batch.end_cursor, run.tick_count + batch.size)
                 with transaction.atomic(using=alias):
-                    with self.dry_run.batch(alias):  # a dry run's batch is rolled back; the checkpoint is not
-                        if whole:
-                            handle(batch.items)
-                        else:
-                            for item in batch.items:
-                                handle(item)
+                    try:  # a dry run's batch is rolled back; the checkpoint is not
+                        with self.skips.savepoint(), self.dry_run.batch(alias):
+                            if whole:
+                                handle(batch.items)
+                            else:
+                                for item in batch.items:
+                                    handle(item)
+                    except Exception as error:  # an error in skip_on: replayed item by item, the bad ones recorded
+                        self.skips.replay(error, batch, handle, lambda: self.dry_run.batch(alias))
                     (held.commit if held else self._checkpoint)(*end)
                 if held:
                     self._checkpoint(*end)  # the run mirrors the batch committed on the other database
                 self._check_stop()
             elif whole:
-                handle(batch.items)
+                self.skips.guard(batch, handle)(batch.items)
                 self._done(batch, batch.size - 1, batch.size)
             else:
-                self._handle_each(batch, handle)
+                self._handle_each(batch, self.skips.guard(batch, handle))
             if self.stop_reason:
                 break
         if held and not self.stop_reason:  # all walked: the run has mirrored the last batch

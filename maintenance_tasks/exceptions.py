@@ -117,6 +117,10 @@ class InvalidCSV(MaintenanceTaskError, ValueError):
     """A CSV file cannot be read: a missing column, bytes its encoding cannot decode, a malformed row."""
 
 
+class TooManySkipped(MaintenanceTaskError):
+    """A run skipped more items than its processor's ``max_skipped``: it is errored."""
+
+
 class CountTimedOut(MaintenanceTaskError):
     """Counting the items took longer than COUNT_TIMEOUT: there are too many to count quickly."""
 

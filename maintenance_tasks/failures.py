@@ -1,4 +1,5 @@
-"""What the engine records and logs when a processor fails: the run's error fields, a retry's detail."""
+"""What the engine records and logs when a processor fails: the run's error fields, a retry's detail,
+and the checks of the processor's settings for skipping bad items."""
 
 from __future__ import annotations
 
@@ -48,3 +49,18 @@ def retry_detail(run: Any, error: BaseException, *, attempt: int, max_retries: i
     logger.warning("Run %s: %s: %s; retry %s of %s in %.1fs.", run.pk, detail["error_class"], detail["error_message"],
                    run.retries, max_retries, delay)  # fmt: skip
     return detail
+
+
+def is_error_tuple(value: Any) -> bool:
+    """Return whether ``value`` is a tuple of Exception subclasses (as ``retry_on`` and ``skip_on`` are)."""
+    return isinstance(value, tuple) and all(isinstance(e, type) and issubclass(e, Exception) for e in value)
+
+
+def skip_problems(skip_on: Any, max_skipped: Any) -> list[str]:
+    """Return what is wrong with ``skip_on`` and ``max_skipped``."""
+    problems = [] if is_error_tuple(skip_on) else [f"skip_on must be a tuple of exception classes, not {skip_on!r}."]
+    if max_skipped is not None and (
+        isinstance(max_skipped, bool) or not isinstance(max_skipped, int) or max_skipped < 0
+    ):
+        problems.append(f"max_skipped must be a whole number, 0 or more, or None (no limit), not {max_skipped!r}.")
+    return problems

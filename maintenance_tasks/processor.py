@@ -18,6 +18,7 @@ from .csvsource import csv_problems
 from .databases import using_problems
 from .definitions import expected_duration_errors, path_of, run_on_deploy_errors
 from .exceptions import InvalidParameters, validation_error_text
+from .failures import is_error_tuple, skip_problems
 from .output import Reporting
 from .parameters import MISSING, Parameter, annotations_of, field_for, to_json, validate_json
 from .sensitive import declaration_problems, scrubbed_error, secret_values, sensitive_names
@@ -59,6 +60,10 @@ class Processor(LifecycleCallbacks, Reporting):
     #: Seconds before the first retry, doubled for each next one (with jitter), at most ``retry_backoff_max``.
     retry_backoff: ClassVar[float] = 1.0
     retry_backoff_max: ClassVar[float] = 600.0
+    #: Errors for which an item is skipped and recorded (``SkippedItem``) while the run goes on, and the
+    #: items skipped past which the run errors (None: no limit), so that a bug is not hidden as skips.
+    skip_on: ClassVar[tuple[type[Exception], ...]] = ()
+    max_skipped: ClassVar[int | None] = 100
     #: A cron expression (5 fields, in settings.TIME_ZONE): run with the default config on it.
     schedule: ClassVar[str | None] = None
     #: How long a run may stay active before it is flagged as overdue (a timedelta or seconds);
@@ -272,6 +277,7 @@ class Processor(LifecycleCallbacks, Reporting):
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
             problems.append(("maintenance_tasks.E034", f"batch_size must be a whole number, 1 or more, not {size!r}."))
         problems += [("maintenance_tasks.E037", p) for p in declaration_problems(cls)]
+        problems += [("maintenance_tasks.E038", problem) for problem in skip_problems(cls.skip_on, cls.max_skipped)]
         problems += [
             ("maintenance_tasks.E035", p) for p in csv_problems(cls, cls.collection is not Processor.collection)
         ]
@@ -323,10 +329,7 @@ class Processor(LifecycleCallbacks, Reporting):
     @classmethod
     def _retry_problem(cls) -> str | None:
         """Return what is wrong with the retry settings, if anything."""
-        retry_on = cls.retry_on
-        if not isinstance(retry_on, tuple) or not all(
-            isinstance(error, type) and issubclass(error, Exception) for error in retry_on
-        ):
+        if not is_error_tuple(retry_on := cls.retry_on):
             return f"retry_on must be a tuple of exception classes, not {retry_on!r}."
         max_retries = cls.max_retries
         if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:

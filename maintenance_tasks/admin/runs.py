@@ -7,7 +7,15 @@ from typing import Any
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
+from django.http import (
+    FileResponse,
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseRedirect,
+    JsonResponse,
+    StreamingHttpResponse,
+)
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path
@@ -17,7 +25,7 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_POST
 
-from maintenance_tasks import dryrun
+from maintenance_tasks import dryrun, skipping
 from maintenance_tasks.actors import admin_actor, describe
 from maintenance_tasks.exceptions import MaintenanceTaskError, UnknownProcessor
 from maintenance_tasks.jobs import perform_run
@@ -56,6 +64,8 @@ class RunAdmin(ReadOnlyAdmin):
     list_select_related = ("task",)
     list_per_page = 50
     show_full_result_count = False
+    #: The skipped items listed on a run's page (all of them are in its CSV download).
+    SKIPPED_SHOWN = 100
 
     def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return super().has_view_permission(request, obj) or request.user.has_perm("maintenance_tasks.view_task")
@@ -83,6 +93,7 @@ class RunAdmin(ReadOnlyAdmin):
         return [
             path("<int:run_id>/progress/", view(self.progress_view), name="maintenance_tasks_run_progress"),
             path("<int:run_id>/csv/", view(self.csv_view), name="maintenance_tasks_run_csv"),
+            path("<int:run_id>/skipped/", view(self.skipped_view), name="maintenance_tasks_run_skipped"),
             *(
                 path(
                     f"<int:run_id>/{action}/",
@@ -111,6 +122,7 @@ class RunAdmin(ReadOnlyAdmin):
         if not object_id.isdigit():
             raise Http404(_("No maintenance run with id %(id)r.") % {"id": object_id})
         run = self.get_run(request, object_id)
+        skipped = list(skipping.skipped_rows(run)[: self.SKIPPED_SHOWN + 1]) if run.skipped_count else []
         context = self.page_context(
             request,
             task_opts=Task._meta,
@@ -123,6 +135,8 @@ class RunAdmin(ReadOnlyAdmin):
             events=[(event, describe(event.detail)) for event in run.events.all()],
             dry_run_writes=dryrun.writes(run.dry_run_report) if run.dry_run else [],
             csv_file=self.csv_file(run),
+            skipped_items=skipped[: self.SKIPPED_SHOWN],
+            more_skipped=len(skipped) > self.SKIPPED_SHOWN,
             next_url=request.get_full_path(),
         )
         return TemplateResponse(request, "admin/maintenance_tasks/run/detail.html", context)
@@ -150,6 +164,14 @@ class RunAdmin(ReadOnlyAdmin):
             raise Http404(_("Run %(id)s has no CSV file in its storage.") % {"id": run.pk}) from None
         name = os.path.basename(run.csv_file.name)
         return FileResponse(file, as_attachment=True, filename=name, content_type="text/csv")
+
+    def skipped_view(self, request: HttpRequest, run_id: int) -> StreamingHttpResponse:
+        """Send the items the run skipped as a CSV file, streamed, to a user who may view the run."""
+        request.current_app = self.admin_site.name
+        run = self.get_run(request, run_id)
+        response = StreamingHttpResponse(skipping.csv_lines(run), content_type="text/csv; charset=utf-8")
+        response["Content-Disposition"] = f'attachment; filename="run-{run.pk}-skipped.csv"'
+        return response
 
     def progress_view(self, request: HttpRequest, run_id: int) -> JsonResponse:
         request.current_app = self.admin_site.name

@@ -5,6 +5,7 @@ from .coordination import JobChain, Lock
 from .deploys import DeployRecord, DeployState
 from .runs import Run, RunEvent, RunQuerySet
 from .schedules import Schedule, SchedulerState, ScheduleSource
+from .skipped import SkippedItem
 from .tasks import Task, canonical_json
 
 __all__ = [
@@ -19,6 +20,7 @@ __all__ = [
     "Schedule",
     "ScheduleSource",
     "SchedulerState",
+    "SkippedItem",
     "Task",
     "canonical_json",
 ]

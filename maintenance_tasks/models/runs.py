@@ -119,6 +119,8 @@ class Run(models.Model):
     # A dry run: every batch is rolled back; ``dry_run_report`` holds what it would have written.
     dry_run = models.BooleanField(_("dry run"), default=False)
     dry_run_report = models.JSONField(_("dry run report"), default=dict, blank=True, encoder=DjangoJSONEncoder)
+    # Items skipped after errors in the processor's skip_on (each one a SkippedItem).
+    skipped_count = models.PositiveBigIntegerField(_("items skipped"), default=0)
     # What the processor said: its last OUTPUT_LINES lines of ``self.log()`` (and how many were
     # dropped before them), its ``self.status`` line, and what ``on_complete()`` returned.
     output = models.JSONField(_("output"), default=list, blank=True, encoder=DjangoJSONEncoder)

@@ -11,7 +11,7 @@ from decimal import Decimal
 from typing import Literal
 
 from django.core.exceptions import ValidationError
-from django.db import InterfaceError, OperationalError, connection
+from django.db import IntegrityError, InterfaceError, OperationalError, connection
 from django.db.models import F
 
 from maintenance_tasks import Processor
@@ -727,3 +727,111 @@ class CallPartner(Processor):
 
     def on_error(self, run, error):
         raise RuntimeError(f"could not report the failure of {self.api_token}")
+
+
+class BadItem(Exception):
+    """An item a processor cannot process: skipped by the processors with ``skip_on``."""
+
+
+class SkipBadItems(Processor):
+    """Add one to every item's counter, in memory then saved; an item whose ``value`` is ``bad`` raises
+    BadItem after its own update (skipped), the item ``fail_at`` raises Boom (not skipped)."""
+
+    skip_on = (BadItem,)
+    batch_size: int = 100
+    bad: int = -1
+    fail_at: int | None = None
+
+    def collection(self):
+        return Item.objects.all()
+
+    def process(self, item):
+        item.times_processed += 1  # in memory: a replayed item must start again from its row
+        item.save(update_fields=["times_processed"])
+        if item.value == self.bad:
+            raise BadItem(f"item {item.pk} is bad")
+        if item.pk == self.fail_at:
+            raise Boom(f"item {item.pk} failed")
+
+
+class SkipBadItemsAutocommit(SkipBadItems):
+    """Like SkipBadItems, each item committing on its own."""
+
+    atomic = False
+
+
+class SkipFewBadItems(SkipBadItems):
+    """Like SkipBadItems, erroring past two skipped items."""
+
+    max_skipped = 2
+
+
+class RetryBadItems(SkipBadItems):
+    """Like SkipBadItems, with BadItem in retry_on too: retried (never skipped), then erroring."""
+
+    retry_on = (BadItem,)
+    max_retries = 1
+    retry_backoff = 0.001
+
+
+class SkipBadBatches(Processor):
+    """Add one to the counters of a batch in one UPDATE, then BadItem if it has an item whose ``value`` is ``bad``;
+    ``process()`` does the same for one item, so a bad batch is replayed through it."""
+
+    skip_on = (BadItem,)
+    batch_size: int = 10
+    bad: int = -1
+
+    def collection(self):
+        return Item.objects.all()
+
+    def process_batch(self, items):
+        items.update(times_processed=F("times_processed") + 1)
+        if items.filter(value=self.bad).exists():
+            raise BadItem("a bad item in the batch")
+
+    def process(self, item):
+        Item.objects.filter(pk=item.pk).update(times_processed=F("times_processed") + 1)
+        if item.value == self.bad:
+            raise BadItem(f"item {item.pk} is bad")
+
+
+class SkipBadBatchesWhole(SkipBadBatches):
+    """Like SkipBadBatches without ``process()``: a bad batch is skipped whole."""
+
+    process = Processor.process
+
+
+class SkipBadWords(Processor):
+    """Record each word of a list; a word ``bad`` raises BadItem (skipped)."""
+
+    skip_on = (BadItem,)
+    batch_size = 3
+    words: list[str]
+
+    def collection(self):
+        return self.words
+
+    def process(self, word):
+        Seen.objects.create(value=word)
+        if word == "bad":
+            raise BadItem(f"{word!r} is bad")
+
+
+class SkipIntegrityErrors(SkipBadItems):
+    """Like SkipBadItems, a bad item inserting a row whose primary key is taken: the database refuses it,
+    and goes on with the batch's other items (a savepoint rolled back)."""
+
+    skip_on = (IntegrityError,)
+
+    def process(self, item):
+        item.times_processed += 1
+        item.save(update_fields=["times_processed"])
+        if item.value == self.bad:
+            Item.objects.create(pk=item.pk)
+
+
+class SkipBadBatchesAutocommit(SkipBadBatches):
+    """Like SkipBadBatches, each batch's UPDATE (and each replayed item) committing on its own."""
+
+    atomic = False

@@ -12,7 +12,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import InterfaceError, OperationalError
 from django.utils import timezone
 
-from maintenance_tasks import dryrun
+from maintenance_tasks import dryrun, skipping
 from maintenance_tasks.actors import command_line, local_actor
 from maintenance_tasks.conf import app_settings
 from maintenance_tasks.engine import Engine
@@ -213,7 +213,9 @@ class Command(BaseCommand):
         finally:
             progress.close()
         Runner.release_slot()  # the slot this run held (MAX_CONCURRENT_RUNS) goes to a run waiting for one
-        run.refresh_from_db(fields=["status", "attempt", "tick_count", "time_running", "dry_run_report"])
+        run.refresh_from_db(
+            fields=["status", "attempt", "tick_count", "time_running", "dry_run_report", "skipped_count"]
+        )
         if run.attempt != engine.token and run.status not in RESUMABLE_STATUSES | COMPLETED_STATUSES:
             raise CommandError(
                 f"Run {run.pk} was taken over by another executor (now {run.status}); this process stopped "
@@ -251,6 +253,8 @@ class Command(BaseCommand):
         """Say how the run ended: exit 0 if it succeeded, 1 if it errored, 3 if it stopped before the end."""
         if verbosity and run.dry_run:
             self.stdout.write(dryrun.describe(run))
+        if verbosity and run.skipped_count:
+            self.stdout.write(skipping.describe(run))
         if run.status == RunStatus.SUCCEEDED:
             if verbosity:
                 self.stdout.write(self.style.SUCCESS(f"{describe(run)}. Succeeded in {run.time_running:.1f}s."))

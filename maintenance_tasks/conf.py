@@ -36,6 +36,10 @@ DEFAULTS: dict[str, Any] = {
     "RETENTION": {"succeeded": 30, "cancelled": 30, "errored": 90},
     # The STORAGES alias the CSV files runs are started with are kept in (read when the models load).
     "CSV_STORAGE": "default",
+    # Throttle conditions for every processor, besides its own ``throttle_on`` (see throttles.py),
+    # and the seconds at least between two looks at them while a run goes on.
+    "THROTTLE_ON": [],
+    "THROTTLE_CHECK_INTERVAL": 1.0,
 }
 
 #: The settings that are a positive number of seconds.
@@ -49,6 +53,7 @@ SECONDS = (
     "SCHEDULER_INTERVAL",
     "OVERDUE_AFTER",
     "COUNT_TIMEOUT",
+    "THROTTLE_CHECK_INTERVAL",
 )
 #: The longest duration a setting or ``expected_duration`` may give: 100 years. A date that far
 #: away is still a date; ``now + timedelta(seconds=1e15)`` (or ``inf``, or ``nan``) raises.
@@ -125,6 +130,13 @@ class Settings:
     OVERDUE_AFTER = Seconds()
     COUNT_TIMEOUT = Seconds()
     CSV_STORAGE = Setting(str)
+    THROTTLE_CHECK_INTERVAL = Seconds()
+
+    @property
+    def THROTTLE_ON(self) -> tuple[Any, ...]:  # noqa: N802
+        """Return the throttle conditions for every processor (none while the setting is not a list: E036)."""
+        conditions = self.value("THROTTLE_ON")
+        return tuple(conditions) if isinstance(conditions, list | tuple) else ()
 
     @property
     def RETENTION(self) -> dict[str, float | None]:  # noqa: N802

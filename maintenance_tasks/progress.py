@@ -17,7 +17,8 @@ def describe(run: Run) -> str:
     percent = f" ({run.progress:.1%})" if run.progress is not None else ""
     rate = f", {run.rate:,.0f} items/s" if run.rate else ""
     eta = f", ETA {timedelta(seconds=round(run.eta.total_seconds()))}" if run.eta is not None else ""
-    return f"Run {run.pk}: {run.tick_count:,}{total} items{percent}{rate}{eta}"
+    throttled = f", throttled: {run.throttled_reason}" if run.throttled_reason else ""
+    return f"Run {run.pk}: {run.tick_count:,}{total} items{percent}{rate}{eta}{throttled}"
 
 
 class ProgressBar:
@@ -38,6 +39,9 @@ class ProgressBar:
         if self.bar.total is None and run.tick_total is not None:
             self.bar.total = run.tick_total
         self.bar.update(run.tick_count - self.bar.n)
+        throttled = f"throttled: {run.throttled_reason}" if run.throttled_reason else ""
+        if throttled != self.bar.postfix:
+            self.bar.set_postfix_str(throttled)
 
     def close(self) -> None:
         self.bar.close()
@@ -49,9 +53,11 @@ class ProgressLog:
     def __init__(self, run: Run, stream: Any, interval: float) -> None:
         self.stream, self.interval = stream, interval
         self.next_line = time.monotonic() + interval
+        self.throttled = run.throttled_reason
 
     def __call__(self, run: Run) -> None:
-        if time.monotonic() >= self.next_line:
+        throttled, self.throttled = self.throttled, run.throttled_reason
+        if time.monotonic() >= self.next_line or bool(throttled) != bool(run.throttled_reason):
             self.stream.write(describe(run))
             self.next_line = time.monotonic() + self.interval
 

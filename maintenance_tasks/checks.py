@@ -10,6 +10,7 @@ from .conf import DAY, DEFAULTS, MAX_OUTPUT_LINES, MAX_SECONDS, RENAMED, SECONDS
 from .exceptions import InvalidRouting
 from .registry import registry
 from .status import COMPLETED_STATUSES
+from .throttles import condition_checks
 
 
 @register(Tags.compatibility)
@@ -93,6 +94,8 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                 id="maintenance_tasks.E019",
             )
         )
+    if "THROTTLE_ON" in user:
+        errors += condition_checks(user["THROTTLE_ON"], "MAINTENANCE_TASKS['THROTTLE_ON']")
     return errors
 
 

@@ -41,6 +41,10 @@ DEFAULTS: dict[str, Any] = {
     # Parameters and metadata keys whose name contains one of these (case-insensitive) are shown as
     # ******** everywhere but in the stored config, as are a processor's ``sensitive`` parameters.
     "SENSITIVE_PARAMETERS": ("password", "secret", "token", "key"),
+    # Throttle conditions for every processor, besides its own ``throttle_on`` (see throttles.py),
+    # and the seconds at least between two looks at them while a run goes on.
+    "THROTTLE_ON": [],
+    "THROTTLE_CHECK_INTERVAL": 1.0,
 }
 
 #: The settings that are a positive number of seconds.
@@ -54,6 +58,7 @@ SECONDS = (
     "SCHEDULER_INTERVAL",
     "OVERDUE_AFTER",
     "COUNT_TIMEOUT",
+    "THROTTLE_CHECK_INTERVAL",
 )
 #: The longest duration a setting or ``expected_duration`` may give: 100 years. A date that far
 #: away is still a date; ``now + timedelta(seconds=1e15)`` (or ``inf``, or ``nan``) raises.
@@ -151,6 +156,13 @@ class Settings:
     CSV_STORAGE = Setting(str)
     OUTPUT_LINES = Setting(line_count)
     SENSITIVE_PARAMETERS = Setting(name_patterns)
+    THROTTLE_CHECK_INTERVAL = Seconds()
+
+    @property
+    def THROTTLE_ON(self) -> tuple[Any, ...]:  # noqa: N802
+        """Return the throttle conditions for every processor (none while the setting is not a list: E039)."""
+        conditions = self.value("THROTTLE_ON")
+        return tuple(conditions) if isinstance(conditions, list | tuple) else ()
 
     @property
     def RETENTION(self) -> dict[str, float | None]:  # noqa: N802

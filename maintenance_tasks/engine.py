@@ -40,6 +40,7 @@ from .processor import Processor
 from .skipping import Skipping
 from .sources import Batch, NoCollection, open_source
 from .status import EXECUTING_STATUSES, RunStatus
+from .throttling import STOPPED, Throttle
 
 logger = logging.getLogger(__name__)
 
@@ -126,6 +127,9 @@ class Engine:
         self.next_checkpoint = self.clock + self.checkpoint_interval
         self.slice_end = None if self.slice_seconds is None else self.clock + self.slice_seconds
         self.dry_run = DryRun.of(run)
+        self.throttle = Throttle(
+            run, write=self._write, should_stop=self.should_stop, on_progress=self.on_progress, slice_end=self.slice_end
+        )
         beat = max(0.05, app_settings.STALE_AFTER / 4)
         heartbeat = Heartbeat(run.pk, lambda: self.writer.token, lambda: self.last_write, beat)
         heartbeat.start()
@@ -172,7 +176,7 @@ class Engine:
         elif self.stop_reason == INTERRUPT:
             self._finish(RunStatus.INTERRUPTED)
         elif self.stop_reason == SLICE:
-            self._finish(RunStatus.ENQUEUED)
+            self._finish(RunStatus.ENQUEUED, **self.throttle.handback())
         else:
             self._finish(RunStatus.PAUSED if self.stop_reason == RunStatus.PAUSING else RunStatus.CANCELLED)
         return run
@@ -256,6 +260,8 @@ class Engine:
                 self._done(batch, batch.size - 1, batch.size)
             else:
                 self._handle_each(batch, self.skips.guard(batch, handle))
+            if self.stop_reason is None and (waited := self.throttle.wait(processor)):
+                self.stop_reason = INTERRUPT if waited == STOPPED else SLICE
             if self.stop_reason:
                 break
         if held and not self.stop_reason:  # all walked: the run has mirrored the last batch

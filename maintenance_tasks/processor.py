@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime
 import inspect
 import random
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, ClassVar, Literal, get_origin
 
 from django.core.checks import CheckMessage, Error
@@ -23,6 +23,7 @@ from .output import Reporting
 from .parameters import MISSING, Parameter, annotations_of, field_for, to_json, validate_json
 from .sensitive import declaration_problems, scrubbed_error, secret_values, sensitive_names
 from .sources import cursor_problem, open_source, ordering_problem
+from .throttles import condition_checks
 
 #: The methods the engine calls and does not await.
 SYNC_METHODS = ("process", "process_batch", "collection", "count", "enumerate", "clean")
@@ -64,6 +65,10 @@ class Processor(LifecycleCallbacks, Reporting):
     #: items skipped past which the run errors (None: no limit), so that a bug is not hidden as skips.
     skip_on: ClassVar[tuple[type[Exception], ...]] = ()
     max_skipped: ClassVar[int | None] = 100
+    #: Conditions looked at between batches (see ``maintenance_tasks.throttles``): while one returns a
+    #: reason, the run waits, looking again after a backoff that doubles up to ``throttle_backoff_max``.
+    throttle_on: ClassVar[Sequence[Callable[[], Any]]] = ()
+    throttle_backoff_max: ClassVar[float] = 30.0
     #: A cron expression (5 fields, in settings.TIME_ZONE): run with the default config on it.
     schedule: ClassVar[str | None] = None
     #: How long a run may stay active before it is flagged as overdue (a timedelta or seconds);
@@ -245,6 +250,7 @@ class Processor(LifecycleCallbacks, Reporting):
             *cls._check_collection(),
             *(Error(f"{path_of(cls)}: {p}", obj=cls, id="maintenance_tasks.E036") for p in using_problems(cls)),
             *cls._check_retry(),
+            *condition_checks(cls.throttle_on, f"{path_of(cls)}.throttle_on", obj=cls),
             *cls._check_schedule(),
             *expected_duration_errors(cls),
             *run_on_deploy_errors(cls),
@@ -334,7 +340,7 @@ class Processor(LifecycleCallbacks, Reporting):
         max_retries = cls.max_retries
         if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
             return f"max_retries must be a whole number, 0 or more, not {max_retries!r}."
-        for name in ("retry_backoff", "retry_backoff_max"):
+        for name in ("retry_backoff", "retry_backoff_max", "throttle_backoff_max"):
             value = getattr(cls, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
                 return f"{name} must be a number of seconds, 0 or more, not {value!r}."

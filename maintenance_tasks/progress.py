@@ -23,7 +23,8 @@ def progress_text(run: Run, *, pace: bool = True) -> str:
     percent = f" ({run.progress:.1%})" if run.progress is not None else ""
     rate = f", {run.rate:,.0f} items/s" if run.rate and pace else ""
     eta = f", ETA {timedelta(seconds=round(run.eta.total_seconds()))}" if run.eta is not None and pace else ""
-    return f"{run.tick_count:,}{total} items{percent}{rate}{eta}"
+    throttled = f", throttled: {run.throttled_reason}" if run.throttled_reason else ""
+    return f"{run.tick_count:,}{total} items{percent}{rate}{eta}{throttled}"
 
 
 class ProgressBar:
@@ -47,8 +48,10 @@ class ProgressBar:
             for line in new:
                 self.lines.write(line)
             self.lines.flush()
-        if run.status_line != self.bar.postfix:
-            self.bar.set_postfix_str(run.status_line, refresh=False)
+        throttled = f"throttled: {run.throttled_reason}" if run.throttled_reason else ""
+        postfix = " – ".join(part for part in (throttled, run.status_line) if part)
+        if postfix != self.bar.postfix:
+            self.bar.set_postfix_str(postfix, refresh=False)
         if self.bar.total is None and run.tick_total is not None:
             self.bar.total = run.tick_total
         self.bar.update(run.tick_count - self.bar.n)
@@ -65,11 +68,13 @@ class ProgressLog:
     def __init__(self, run: Run, stream: Any, interval: float) -> None:
         self.stream, self.interval, self.output = stream, interval, OutputFollower(run)
         self.next_line = time.monotonic() + interval
+        self.throttled = run.throttled_reason
 
     def __call__(self, run: Run) -> None:
         for line in self.output.new_lines(run):
             self.stream.write(line)
-        if time.monotonic() >= self.next_line:
+        throttled, self.throttled = self.throttled, run.throttled_reason
+        if time.monotonic() >= self.next_line or bool(throttled) != bool(run.throttled_reason):
             self.stream.write(describe(run) + (f" – {run.status_line}" if run.status_line else ""))
             self.next_line = time.monotonic() + self.interval
 

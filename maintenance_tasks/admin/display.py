@@ -95,6 +95,11 @@ def deploy_state(path: str, processor: type[Processor] | None) -> dict[str, Any]
     }
 
 
+def throttled_reason(run: Run) -> str:
+    """Return why the run waits for a throttle condition ("": it does not), while it is under way."""
+    return run.throttled_reason if run.status in MOVING_STATUSES else ""
+
+
 def run_state(run: Run, allowed: set[str], *, current_app: str, processor_missing: bool = False) -> dict[str, Any]:
     """Return what the pages and the JSON endpoint show of a run's progress, formatted once.
 
@@ -122,6 +127,7 @@ def run_state(run: Run, allowed: set[str], *, current_app: str, processor_missin
         "eta_text": format_duration(eta.total_seconds()) if eta is not None else "",
         "time_running_text": format_duration(run.time_running),
         "status_line": run.status_line,
+        "throttled_text": throttled_reason(run),
         "started_at": run.started_at.isoformat() if run.started_at else None,
         "ended_at": run.ended_at.isoformat() if run.ended_at else None,
         "actions": actions,

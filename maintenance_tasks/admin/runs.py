@@ -35,7 +35,16 @@ from maintenance_tasks.runner import Runner
 from maintenance_tasks.status import RunStatus
 from maintenance_tasks.workers import backend_label
 
-from .display import ACTION_LABELS, PERMISSIONS, ReadOnlyAdmin, admin_url, output_state, permitted_actions, run_state
+from .display import (
+    ACTION_LABELS,
+    PERMISSIONS,
+    ReadOnlyAdmin,
+    admin_url,
+    output_state,
+    permitted_actions,
+    run_state,
+    throttled_reason,
+)
 
 
 class ProcessorFilter(admin.SimpleListFilter):
@@ -76,9 +85,12 @@ class RunAdmin(ReadOnlyAdmin):
 
     @admin.display(description=gettext_lazy("status"), ordering="status")
     def status_badge(self, run: Run) -> str:
+        label = RunStatus(run.status).label
+        if reason := throttled_reason(run):
+            label = format_html('{} <span class="mt-throttled" title="{}">{}</span>', label, reason, _("throttled"))
         if run.dry_run:
-            return format_html('{} <span class="mt-dry-run">{}</span>', RunStatus(run.status).label, _("dry run"))
-        return RunStatus(run.status).label
+            return format_html('{} <span class="mt-dry-run">{}</span>', label, _("dry run"))
+        return label
 
     @admin.display(description=gettext_lazy("progress"))
     def progress_display(self, run: Run) -> str:

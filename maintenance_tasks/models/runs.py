@@ -110,6 +110,11 @@ class Run(models.Model):
     # When the scheduler flagged the run as overdue (active longer than expected): once per run.
     overdue_flagged_at = models.DateTimeField(_("flagged overdue"), null=True, blank=True)
     time_running = models.FloatField(_("time running (s)"), default=0.0)
+    # While a throttle condition holds (throttling.py): why and since when the run waits; and the seconds
+    # it waited in all (throttled periods that ended).
+    throttled_reason = models.CharField(_("throttled"), max_length=255, blank=True)
+    throttled_since = models.DateTimeField(_("throttled since"), null=True, blank=True)
+    throttled_seconds = models.FloatField(_("time throttled (s)"), default=0.0)
     # The tasks backend's id of the job that is to perform the run's next slice ("": none, or a
     # foreground command performs it).
     job_id = models.CharField(_("job id"), max_length=255, blank=True)

@@ -15,6 +15,7 @@ from django.db import IntegrityError, InterfaceError, OperationalError, connecti
 from django.db.models import F
 
 from maintenance_tasks import Processor
+from maintenance_tasks.throttles import Critical, ReplicationLag
 
 from .models import BatchLog, BenchRow, CodeItem, Item, LegacyItem, RankedItem, Seen, UUIDItem
 
@@ -835,3 +836,34 @@ class SkipBadBatchesAutocommit(SkipBadBatches):
     """Like SkipBadBatches, each batch's UPDATE (and each replayed item) committing on its own."""
 
     atomic = False
+
+
+def flag_file_reason():
+    """A throttle condition the tests control: the text of the file THROTTLE_FLAG names, while it exists."""
+    path = os.environ.get("THROTTLE_FLAG", "")
+    if path and os.path.exists(path):
+        with open(path) as flag:
+            reason = flag.read().strip()
+        return Critical(reason.removeprefix("critical:")) if reason.startswith("critical:") else reason
+    return None
+
+
+class IncrementItemsThrottled(IncrementItems):
+    """Add one to every item's counter, waiting while the file THROTTLE_FLAG names exists."""
+
+    throttle_on = [flag_file_reason]
+    throttle_backoff_max = 0.4
+
+
+class IncrementItemsBehindReplica(IncrementItemsInBatches):
+    """Add one to every item's counter, waiting while the replica lags by more than a second."""
+
+    # Called through a function: the checks would warn on SQLite, where the suite runs too (W041).
+    throttle_on = [lambda: ReplicationLag(max_seconds=1, critical=60)()]
+    throttle_backoff_max = 0.5
+
+
+class IncrementItemsPausedByReplica(IncrementItemsBehindReplica):
+    """Add one to every item's counter; pause once the replica lags by more than three seconds."""
+
+    throttle_on = [lambda: ReplicationLag(max_seconds=1, critical=3)()]

@@ -213,7 +213,9 @@ def test_sqlite_requests_from_another_process_wait_for_the_atomic_batch(manage, 
     if not on_sqlite():
         pytest.skip("the write lock that requests must wait for is SQLite's")
     for round_ in range(10):
-        command = manage("run_maintenance_task", "IncrementItems", "--arg", "delay=0.01")
+        # 600 items of 50 ms: the run cannot end (30 s) before a request gets the lock between two batches,
+        # even on a busy machine (the request tries every millisecond, the run lets the lock go once per batch).
+        command = manage("run_maintenance_task", "IncrementItems", "--arg", "delay=0.05")
         run = running_run(command)
         request = "pause" if round_ % 2 == 0 else "cancel"
         getattr(run, request)()  # raises OperationalError("database is locked") without IMMEDIATE transactions

@@ -37,7 +37,7 @@ from .sources import Batch
 
 logger = logging.getLogger("maintenance_tasks.engine")
 
-#: The columns of the skipped items' CSV file (the admin's download, ``list_skipped_items``).
+#: The columns of the skipped items' CSV file (the admin's download, ``maintenance_runs failures --csv``).
 CSV_COLUMNS = ("item_key", "last_key", "items", "error_class", "error_message", "skipped_at")
 
 
@@ -186,4 +186,4 @@ def describe(run: Run) -> str:
     if not run.skipped_count:
         return ""
     count = run.skipped_count
-    return f"Skipped {count:,} item{'s' * (count != 1)}; list them with: manage.py list_skipped_items {run.pk}"
+    return f"Skipped {count:,} item{'s' * (count != 1)}; list them with: manage.py maintenance_runs failures {run.pk}"

@@ -253,14 +253,29 @@ def test_the_skipped_items_download_needs_the_view_permission(client, skipped_ru
     assert client.get(reverse("admin:maintenance_tasks_run_skipped", args=[skipped_run.pk + 1000])).status_code == 403
 
 
-def test_list_skipped_items_writes_the_same_csv(skipped_run):
+def test_maintenance_runs_failures_writes_the_same_csv(skipped_run):
     out = io.StringIO()
-    call_command("list_skipped_items", str(skipped_run.pk), stdout=out)
+    call_command("maintenance_runs", "failures", str(skipped_run.pk), "--csv", stdout=out)
     rows = read_csv(out.getvalue())
     assert rows[0] == list(CSV_COLUMNS) and len(rows) == 102
     assert rows[-1][:5] == ["[1000]", "[1009]", "10", BAD_ITEM, 'a "bad",\nbatch']
     with pytest.raises(CommandError, match=f"There is no run {skipped_run.pk + 1000}."):
-        call_command("list_skipped_items", str(skipped_run.pk + 1000))
+        call_command("maintenance_runs", "failures", str(skipped_run.pk + 1000))
+
+
+def test_maintenance_runs_failures_lists_the_first_ones_in_columns_or_json(skipped_run):
+    out = io.StringIO()
+    call_command("maintenance_runs", "failures", str(skipped_run.pk), "--limit", "101", stdout=out)
+    lines = out.getvalue().splitlines()
+    assert lines[0].split() == ["KEY", "ITEMS", "ERROR", "MESSAGE", "SKIPPED"]
+    assert lines[1].split()[:4] == ["[0]", "1", "BadItem", "item"]
+    assert lines[101].startswith("[1000]..[1009]  10") and 'a "bad", batch' in lines[101]
+    assert lines[-1] == "101 of 110 skipped items; --csv lists them all."
+    out = io.StringIO()
+    call_command("maintenance_runs", "failures", str(skipped_run.pk), "--json", stdout=out)
+    data = json.loads(out.getvalue())
+    assert data["run"] == skipped_run.pk and data["skipped"] == 110 and len(data["items"]) == 100
+    assert data["items"][0]["item_key"] == "[0]" and data["items"][0]["error_class"] == BAD_ITEM
 
 
 def test_run_maintenance_task_says_how_many_items_it_skipped():
@@ -268,7 +283,7 @@ def test_run_maintenance_task_says_how_many_items_it_skipped():
     out = io.StringIO()
     call_command("run_maintenance_task", APP + "SkipBadItems", "--arg", "bad=1", stdout=out)
     run = Run.objects.get()
-    assert f"Skipped 2 items; list them with: manage.py list_skipped_items {run.pk}" in out.getvalue()
+    assert f"Skipped 2 items; list them with: manage.py maintenance_runs failures {run.pk}" in out.getvalue()
 
 
 def test_retention_deletes_the_skipped_items_with_their_run(settings, skipped_run):

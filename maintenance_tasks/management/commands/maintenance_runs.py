@@ -1,4 +1,4 @@
-"""Operate runs from the shell: list and show them, pause, resume, cancel or force them."""
+"""Operate runs from the shell: list and show them and the items they skipped, pause, resume, cancel or force them."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from maintenance_tasks.overdue import overdue_for
 from maintenance_tasks.progress import progress_text
 from maintenance_tasks.registry import registry, short_name
 from maintenance_tasks.runner import Runner
+from maintenance_tasks.skipping import csv_lines, skipped_rows
 from maintenance_tasks.status import ACTIVE_STATUSES, COMPLETED_STATUSES, EXECUTING_STATUSES, RunStatus
 
 #: ``--status`` also takes these names of status groups.
@@ -138,13 +139,15 @@ def table(rows: list[list[str]]) -> list[str]:
 
 class Command(BaseCommand):
     help = (
-        "List, show, pause, resume, cancel or force maintenance runs. Exit status: 0 done, 2 refused "
+        "List, show, pause, resume, cancel or force maintenance runs, or list the items one skipped. Exit status: 0 done, 2 refused "
         "(an unknown run, a change its status does not allow); resume in the foreground exits as "
         "run_maintenance_task does (1 errored, 3 stopped before the end)."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        actions = parser.add_subparsers(dest="action", required=True, metavar="{list,show,pause,resume,cancel,force}")
+        actions = parser.add_subparsers(
+            dest="action", required=True, metavar="{list,show,failures,pause,resume,cancel,force}"
+        )
         listing = actions.add_parser("list", help="List runs, newest first.")
         listing.add_argument(
             "--status",
@@ -158,6 +161,10 @@ class Command(BaseCommand):
         show = actions.add_parser("show", help="Show everything about one run, with its last audit events.")
         show.add_argument("run", help="The run's id.")
         show.add_argument("--events", default="10", help="How many of its last audit events to show (default 10).")
+        failures = actions.add_parser("failures", help="List the items a run skipped (its processor's skip_on).")
+        failures.add_argument("run", help="The run's id.")
+        failures.add_argument("--csv", dest="as_csv", action="store_true", help="Print them all as CSV.")
+        failures.add_argument("--limit", default="100", help="At most this many, the first ones (default 100).")
         resume = actions.add_parser(
             "resume", help="Go on with a paused or interrupted run, in this process with progress."
         )
@@ -173,6 +180,8 @@ class Command(BaseCommand):
             self.list_runs(options["statuses"], options["processor"], options["limit"], as_json=as_json)
         elif action == "show":
             self.show_run(find_run(options["run"]), options["events"], as_json=as_json)
+        elif action == "failures":
+            self.list_failures(find_run(options["run"]), options["limit"], as_json=as_json, as_csv=options["as_csv"])
         elif action == "resume":
             self.resume(find_run(options["run"]), options, verbosity, as_json=as_json)
         else:
@@ -252,6 +261,31 @@ class Command(BaseCommand):
             ]
             for line in table(rows):
                 self.stdout.write(line)
+
+    def list_failures(self, run: Run, limit: str, *, as_json: bool, as_csv: bool) -> None:
+        """Print the items the run skipped: the first ``limit`` in columns or JSON, or all of them as CSV."""
+        if as_csv:
+            for line in csv_lines(run):
+                self.stdout.write(line, ending="")
+            return
+        items = list(skipped_rows(run)[: whole_number(limit, "--limit", 1)])
+        if as_json:
+            fields = ("item_key", "last_key", "items", "error_class", "error_message", "created_at")
+            self.print_json({"run": run.pk, "skipped": run.skipped_count,
+                             "items": [{name: getattr(item, name) for name in fields} for item in items]})  # fmt: skip
+            return
+        if not items:
+            self.stdout.write(f"Run {run.pk} skipped no items.")
+            return
+        rows = [["KEY", "ITEMS", "ERROR", "MESSAGE", "SKIPPED"]]
+        for item in items:
+            key = f"{item.item_key}..{item.last_key}" if item.last_key else item.item_key
+            message = " ".join(item.error_message.split())[:120]
+            rows.append([key, str(item.items), short_name(item.error_class), message, when(item.created_at)])
+        for line in table(rows):
+            self.stdout.write(line)
+        if run.skipped_count > len(items):
+            self.stdout.write(f"{len(items)} of {run.skipped_count:,} skipped items; --csv lists them all.")
 
     def resume(self, run: Run, options: dict[str, Any], verbosity: int, *, as_json: bool) -> None:
         """Enqueue the run with ``--background``; else perform it here as ``run_maintenance_task --resume`` does."""

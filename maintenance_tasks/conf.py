@@ -36,6 +36,9 @@ DEFAULTS: dict[str, Any] = {
     "RETENTION": {"succeeded": 30, "cancelled": 30, "errored": 90},
     # The STORAGES alias the CSV files runs are started with are kept in (read when the models load).
     "CSV_STORAGE": "default",
+    # Seconds an atomic processor's transaction should take, unless it sets ``batch_time``: fast
+    # batches commit together, slow ones shrink (None: one transaction per batch).
+    "BATCH_TIME": 0.5,
 }
 
 #: The settings that are a positive number of seconds.
@@ -100,6 +103,16 @@ class Seconds(Setting[float]):
         return fit_seconds(settings.value(self.name), DEFAULTS[self.name])
 
 
+class SettingDefault:
+    """A class attribute whose value is a setting's, read on each access, until a subclass sets its own."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __get__(self, instance: Any, owner: type | None = None) -> Any:
+        return app_settings.value(self.name)
+
+
 class Settings:
     """Typed view of ``settings.MAINTENANCE_TASKS``; nothing is cached, so override_settings works."""
 
@@ -125,6 +138,7 @@ class Settings:
     OVERDUE_AFTER = Seconds()
     COUNT_TIMEOUT = Seconds()
     CSV_STORAGE = Setting(str)
+    BATCH_TIME = Setting(float, optional=True)
 
     @property
     def RETENTION(self) -> dict[str, float | None]:  # noqa: N802

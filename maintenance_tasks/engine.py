@@ -1,7 +1,8 @@
 """The batch loop: perform one run, batch after batch, checkpointing its cursor.
 
-With ``atomic = True`` each batch and the checkpoint that records it commit together,
-so a batch's effects are applied exactly once. With ``atomic = False`` items commit on
+With ``atomic = True`` batches and the checkpoint that records them commit together (several
+fast batches in one transaction of about ``batch_time``: see ``batching``), so a batch's
+effects are applied exactly once. With ``atomic = False`` items commit on
 their own and the cursor is saved at most every CHECKPOINT_INTERVAL (at-least-once).
 
 Every write is guarded by the run's attempt token: once another executor has taken the
@@ -25,6 +26,7 @@ from django.db import connections, router, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from .batching import Pacer
 from .conf import app_settings
 from .counting import count_total
 from .csvfiles import csv_opener
@@ -226,24 +228,32 @@ class Engine:
             handle: Callable[[Any], None] = lambda item: processor.process()  # noqa: E731
         else:
             handle = processor.process_batch if whole else processor.process
-        for batch in source.batches(run.cursor, whole=whole):
-            if processor.atomic:
-                with transaction.atomic():
+        pacer = Pacer(processor, source, run, run.read_tuning, self.checkpoint_interval)
+        batches = source.batches(run.cursor, whole=whole)
+        # Atomic: one transaction per group of batches (one batch without batch_time), see ``batching``.
+        for group in pacer.groups(batches) if processor.atomic else ():
+            with transaction.atomic():
+                for batch in group:
                     with self.dry_run.batch():  # a dry run's batch is rolled back; the checkpoint is not
                         if whole:
                             handle(batch.items)
                         else:
                             for item in batch.items:
                                 handle(item)
-                    self._checkpoint(batch.end_cursor, run.tick_count + batch.size)
-                self._check_stop()
-            elif whole:
+                self._checkpoint(group.end_cursor, run.tick_count + group.size, **pacer.commit_fields())
+            self._check_stop()
+            if self.stop_reason:
+                break
+            pacer.committed()
+        for batch in () if processor.atomic else batches:
+            if whole:
                 handle(batch.items)
                 self._done(batch, batch.size - 1, batch.size)
             else:
                 self._handle_each(batch, handle)
             if self.stop_reason:
                 break
+            pacer.committed()
         self._settle()
 
     def _done(self, batch: Batch, index: int, items: int) -> None:
@@ -325,11 +335,13 @@ class Engine:
         if self.stop_reason != RunStatus.CANCELLING:
             self.stop_reason = status
 
-    def _checkpoint(self, cursor: str, tick_count: int) -> None:
+    def _checkpoint(self, cursor: str, tick_count: int, **fields: Any) -> None:
         run = self.run
         time_running = run.time_running + self._elapsed()
-        self._write(cursor=cursor, tick_count=tick_count, time_running=time_running, **self.dry_run.fields())
-        run.cursor, run.tick_count, run.time_running = cursor, tick_count, time_running
+        fields.update(cursor=cursor, tick_count=tick_count, time_running=time_running, **self.dry_run.fields())
+        self._write(**fields)
+        for name, value in fields.items():
+            setattr(run, name, value)
         self.done_count = tick_count
         self.next_checkpoint = self.clock + self.checkpoint_interval
         self.on_progress(run)

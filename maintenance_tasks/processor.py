@@ -12,8 +12,9 @@ from django.core.checks import CheckMessage, Error
 from django.core.exceptions import ValidationError
 from django.db import models
 
+from .batching import sizing_problems
 from .callbacks import LifecycleCallbacks
-from .conf import MAX_SECONDS, is_duration
+from .conf import MAX_SECONDS, SettingDefault, is_duration
 from .cron import cron_error
 from .csvsource import csv_problems
 from .exceptions import InvalidParameters, validation_error_text
@@ -43,6 +44,10 @@ class Processor(LifecycleCallbacks):
 
     #: Items per batch, and rows per query for QuerySet collections.
     batch_size: ClassVar[int] = 100
+    #: Seconds a transaction should take: fast batches commit together, slow ones shrink (see ``batching``);
+    #: None: one transaction per batch of ``batch_size``. Default: the BATCH_TIME setting.
+    batch_time: ClassVar[float | None] = SettingDefault("BATCH_TIME")  # type: ignore[assignment]  # a descriptor
+    min_batch_size: ClassVar[int] = 1  #: the smallest batch a slow spell shrinks batches to
     #: Run each batch and the checkpoint that records it in one transaction.
     atomic: ClassVar[bool] = True
     #: Columns, unique together, that order a QuerySet collection (default: the primary key).
@@ -270,7 +275,7 @@ class Processor(LifecycleCallbacks):
             problems.append(("maintenance_tasks.E034", f"batch_size must be a whole number, 1 or more, not {size!r}."))
         problems += [
             ("maintenance_tasks.E035", p) for p in csv_problems(cls, cls.collection is not Processor.collection)
-        ]
+        ] + [("maintenance_tasks.E039", p) for p in sizing_problems(cls)]
         sourced = cls.csv_collection or cls.defines_enumerate()
         if cls.collection is Processor.collection and not sourced and cls.takes_an_item():
             problems.append(

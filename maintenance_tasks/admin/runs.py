@@ -6,7 +6,7 @@ import os
 from typing import Any
 
 from django.contrib import admin, messages
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
@@ -17,7 +17,7 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_POST
 
-from maintenance_tasks import dryrun
+from maintenance_tasks import batching, dryrun
 from maintenance_tasks.actors import admin_actor, describe
 from maintenance_tasks.exceptions import MaintenanceTaskError, UnknownProcessor
 from maintenance_tasks.jobs import perform_run
@@ -28,6 +28,7 @@ from maintenance_tasks.status import RunStatus
 from maintenance_tasks.workers import backend_label
 
 from .display import ACTION_LABELS, PERMISSIONS, ReadOnlyAdmin, admin_url, permitted_actions, run_state
+from .forms import TuningForm
 
 
 class ProcessorFilter(admin.SimpleListFilter):
@@ -83,6 +84,7 @@ class RunAdmin(ReadOnlyAdmin):
         return [
             path("<int:run_id>/progress/", view(self.progress_view), name="maintenance_tasks_run_progress"),
             path("<int:run_id>/csv/", view(self.csv_view), name="maintenance_tasks_run_csv"),
+            path("<int:run_id>/tune/", view(self.tune_view), name="maintenance_tasks_run_tune"),
             *(
                 path(
                     f"<int:run_id>/{action}/",
@@ -122,6 +124,8 @@ class RunAdmin(ReadOnlyAdmin):
             events=[(event, describe(event.detail)) for event in run.events.all()],
             dry_run_writes=dryrun.writes(run.dry_run_report) if run.dry_run else [],
             csv_file=self.csv_file(run),
+            batches=batching.describe(run),
+            tune_form=self.tune_form(request, run),
             next_url=request.get_full_path(),
         )
         return TemplateResponse(request, "admin/maintenance_tasks/run/detail.html", context)
@@ -149,6 +153,45 @@ class RunAdmin(ReadOnlyAdmin):
             raise Http404(_("Run %(id)s has no CSV file in its storage.") % {"id": run.pk}) from None
         name = os.path.basename(run.csv_file.name)
         return FileResponse(file, as_attachment=True, filename=name, content_type="text/csv")
+
+    @staticmethod
+    def tune_form(request: HttpRequest, run: Run) -> TuningForm | None:
+        """Return the form to tune an active run, for a user who may pause it (None otherwise)."""
+        if not run.is_active or not request.user.has_perm(PERMISSIONS["pause"]):
+            return None
+        return TuningForm(initial={"batch_size": run.batch_size, "batch_time": run.batch_time})
+
+    def tune_view(self, request: HttpRequest, run_id: int) -> HttpResponse:
+        """Set an active run's own batch size and batch time (POST): its executor takes them at its next commit."""
+        request.current_app = self.admin_site.name
+        return require_POST(self.tune)(request, run_id)
+
+    def tune(self, request: HttpRequest, run_id: int) -> HttpResponse:
+        if not request.user.has_perm(PERMISSIONS["pause"]):
+            raise PermissionDenied
+        run = self.get_run(request, run_id)
+        form = TuningForm(request.POST)
+        try:
+            if not form.is_valid():
+                raise ValidationError([message for messages_ in form.errors.values() for message in messages_])
+            run.tune(**form.tuning(), actor=admin_actor(request))
+        except ValidationError as error:
+            self.message_user(
+                request,
+                _("Run %(id)s not tuned: %(error)s") % {"id": run.pk, "error": " ".join(error.messages)},
+                messages.ERROR,
+            )
+        except MaintenanceTaskError as error:
+            self.message_user(request, str(error), messages.ERROR)
+        else:
+            message = _("Tuned run %(id)s: batch size %(size)s, batch time %(time)s.") % {
+                "id": run.pk,
+                "size": run.batch_size or _("the processor's"),
+                "time": _("%(s)ss") % {"s": run.batch_time} if run.batch_time else _("the processor's"),
+            }
+            self.log_change(request, run, message)
+            self.message_user(request, message, messages.SUCCESS)
+        return HttpResponseRedirect(admin_url(self.admin_site.name, "run_change", run.pk))
 
     def progress_view(self, request: HttpRequest, run_id: int) -> JsonResponse:
         request.current_app = self.admin_site.name

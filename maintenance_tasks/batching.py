@@ -157,13 +157,9 @@ class Pacer:
         read_tuning: Callable[[], tuple[int | None, float | None]],
         tune_interval: float,
     ) -> None:
-        self.processor, self.source, self.read_tuning, self.tune_interval = (
-            processor,
-            source,
-            read_tuning,
-            tune_interval,
-        )
-        self.sizer = BatchSizer(processor.batch_size, processor.min_batch_size)
+        self.processor, self.source = processor, source
+        self.read_tuning, self.tune_interval = read_tuning, tune_interval
+        self.sizer: BatchSizer  # made by the first tune()
         self.tuning: tuple[int | None, float | None] | None = None  # the overrides applied
         self.tuned_at = -math.inf
         # What the run recorded in its slices before this one.
@@ -175,10 +171,14 @@ class Pacer:
         """Apply the run's overrides (None: the processor's) if they changed."""
         self.tuned_at = time.monotonic()
         if (batch_size, batch_time) != self.tuning:
-            self.tuning = (batch_size, batch_time)
+            first, self.tuning = self.tuning is None, (batch_size, batch_time)
             processor = self.processor
+            batch_size = batch_size or processor.batch_size
             batch_time = (batch_time or processor.batch_time) if processor.atomic else None  # see the README
-            self.sizer.retune(batch_size or processor.batch_size, batch_time)
+            if first:
+                self.sizer = BatchSizer(batch_size, processor.min_batch_size, batch_time)
+            else:
+                self.sizer.retune(batch_size, batch_time)
             self.source.batch_size = self.sizer.size
 
     def groups(self, batches: Iterator[Batch]) -> Iterator[Group]:

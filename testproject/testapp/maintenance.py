@@ -400,6 +400,12 @@ class BenchWalk(Processor):
         pass
 
 
+class BenchAtomicWalk(BenchWalk):
+    """Walk BenchRow rows and do nothing, atomic batches (the default): the engine's cost with its commits."""
+
+    atomic = True
+
+
 class BenchSave(Processor):
     """Add one to each row's counter with save(), atomic batches."""
 

@@ -112,14 +112,15 @@ class BatchSizer:
 
 
 class Group:
-    """The batches one transaction takes: the first, then more until the group has taken ``batch_time``.
+    """The batches one transaction takes: the first, then more until the group has taken ``batch_time``
+    (or the time ``until``, a ``time.monotonic()`` value, has come: the end of a background slice).
 
     Iterate over it inside the transaction; then ``size``, ``end_cursor`` and ``exhausted`` tell
     what it held and whether the source has no batch left.
     """
 
-    def __init__(self, pacer: Pacer, first: Batch, rest: Iterator[Batch], started: float) -> None:
-        self.pacer, self.first, self.rest, self.started = pacer, first, rest, started
+    def __init__(self, pacer: Pacer, first: Batch, rest: Iterator[Batch], started: float, until: float) -> None:
+        self.pacer, self.first, self.rest, self.started, self.until = pacer, first, rest, started, until
         self.size = self.batches = 0
         self.end_cursor = ""
         self.exhausted = False
@@ -131,7 +132,8 @@ class Group:
             now = time.monotonic()
             self.pacer.record(batch.size, now - fetched)
             self.size, self.batches, self.end_cursor = self.size + batch.size, self.batches + 1, batch.end_cursor
-            if self.pacer.sizer.batch_time is None or now - self.started >= self.pacer.sizer.batch_time:
+            batch_time = self.pacer.sizer.batch_time
+            if batch_time is None or now - self.started >= batch_time or now >= self.until:
                 return
             fetched, following = now, next(self.rest, None)
             if following is None:
@@ -181,14 +183,17 @@ class Pacer:
                 self.sizer.retune(batch_size, batch_time)
             self.source.batch_size = self.sizer.size
 
-    def groups(self, batches: Iterator[Batch]) -> Iterator[Group]:
-        """Yield the groups of batches, one per transaction, until the source has no batch left."""
+    def groups(self, batches: Iterator[Batch], until: float | None = None) -> Iterator[Group]:
+        """Yield the groups of batches, one per transaction, until the source has no batch left.
+
+        A group ends early at ``until`` (a ``time.monotonic()`` value): the end of a background slice.
+        """
         while True:
             started = time.monotonic()
             first = next(batches, None)
             if first is None:
                 return
-            group = Group(self, first, batches, started)
+            group = Group(self, first, batches, started, math.inf if until is None else until)
             yield group
             if group.exhausted:
                 return

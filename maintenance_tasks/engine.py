@@ -231,7 +231,7 @@ class Engine:
         pacer = Pacer(processor, source, run, run.read_tuning, self.checkpoint_interval)
         batches = source.batches(run.cursor, whole=whole)
         # Atomic: one transaction per group of batches (one batch without batch_time), see ``batching``.
-        for group in pacer.groups(batches) if processor.atomic else ():
+        for group in pacer.groups(batches, self.slice_end) if processor.atomic else ():
             with transaction.atomic():
                 for batch in group:
                     with self.dry_run.batch():  # a dry run's batch is rolled back; the checkpoint is not

@@ -238,3 +238,13 @@ def test_tune_refuses_bad_values_and_ended_runs(items):
     with pytest.raises(InvalidTransition, match="is succeeded: cannot tune it"):
         run.tune(batch_size=5)
     assert not RunEvent.objects.filter(action="tune").exists()
+
+
+@pytest.mark.django_db
+def test_a_group_ends_with_its_background_slice(items, settings):
+    settings.MAINTENANCE_TASKS = {"BATCH_TIME": 3600}
+    run = Runner.create(APP + "PacedBatches")
+    run = Engine(run, slice_seconds=0.0).perform()
+    run.refresh_from_db()
+    assert (run.status, run.tick_count, run.commits) == (RunStatus.ENQUEUED, 20, 1)  # one batch, then handed back
+    assert Item.objects.filter(times_processed=1).count() == 20

@@ -202,10 +202,10 @@ class Command(BaseCommand):
             progress.close()
         Runner.release_slot()  # the slot this run held (MAX_CONCURRENT_RUNS) goes to a run waiting for one
         run.refresh_from_db(fields=["status", "attempt", "tick_count", "time_running", "dry_run_report", *BATCHES])
-        if verbosity and run.dry_run:
-            self.stdout.write(dryrun.describe(run))
         if verbosity and (batches := batching.describe(run)):
             self.stdout.write(f"Run {run.pk}: {batches}.")
+        if verbosity and run.dry_run:
+            self.stdout.write(dryrun.describe(run))
         if run.attempt != engine.token and run.status not in RESUMABLE_STATUSES | COMPLETED_STATUSES:
             raise CommandError(
                 f"Run {run.pk} was taken over by another executor (now {run.status}); this process stopped "

@@ -8,12 +8,14 @@ file under var/ for SQLite; the database ``bench`` on the PostgreSQL server, cre
 missing), then compares, best of K rounds, engine and hand-written sides taking turns:
 
 - walk:   a no-op process() (atomic = False) against a bare keyset loop;
+- atomic: a no-op process() with the default atomic = True against the same bare keyset loop;
 - save:   per-row save() in atomic batches against one transaction.atomic() per batch;
 - update: process_batch() with items.update() against one update() per batch of keys, and
           against that loop given the engine's guarantee (batch and cursor in one transaction).
 
 The engine side is what ``run_maintenance_task`` does without its progress bar:
-Runner.create() then Engine(run).perform(). See bench/README.md for what the figures mean.
+Runner.create() then Engine(run).perform(), with the app's default settings (BATCH_TIME 0.5 s
+unless --batch-time says otherwise). See bench/README.md for what the figures mean.
 The database is dropped (the file deleted) at the end.
 """
 
@@ -47,6 +49,12 @@ def parse_args() -> argparse.Namespace:
         "--batch-size", type=int, default=100, help="rows per batch on both sides (default 100, as Processor's)"
     )
     parser.add_argument("--rounds", type=int, default=3, help="best of this many rounds per side (default 3)")
+    parser.add_argument(
+        "--batch-time",
+        default="default",
+        help="the BATCH_TIME setting of the engine side: seconds, 'none' (one commit per batch), "
+        "or 'default' (the app's default, 0.5)",
+    )
     parser.add_argument("--database", choices=("sqlite", "postgresql", "both"), default="both")
     parser.add_argument(
         "--postgresql",
@@ -58,6 +66,15 @@ def parse_args() -> argparse.Namespace:
         if getattr(options, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be 1 or more")
     options.save_rows = min(options.save_rows, options.rows)
+    if options.batch_time not in ("default", "none"):
+        try:
+            seconds = float(options.batch_time)
+        except ValueError:
+            seconds = 0.0
+        if not 0 < seconds <= 3600:
+            parser.error(
+                f"--batch-time must be seconds (above 0, at most 3600), 'none' or 'default', not {options.batch_time!r}"
+            )
     return options
 
 
@@ -69,6 +86,7 @@ def main() -> None:
             argv = ["--rows", str(options.rows), "--save-rows", str(options.save_rows)]
             argv += ["--batch-size", str(options.batch_size)]
             argv += ["--rounds", str(options.rounds), "--postgresql", options.postgresql, "--database", database]
+            argv += ["--batch-time", options.batch_time]
             code = subprocess.call([sys.executable, __file__, *argv])
             if code:
                 sys.exit(code)
@@ -251,6 +269,16 @@ def measure(side: Callable[[], int], expected: int) -> tuple[float, float]:
     return wall, cpu
 
 
+def configure_batch_time(batch_time: str) -> None:
+    """Give the engine side the app's default BATCH_TIME (the test settings turn it off), or the one asked for."""
+    from django.conf import settings
+
+    value = settings.MAINTENANCE_TASKS
+    value.pop("BATCH_TIME", None)
+    if batch_time != "default":
+        value["BATCH_TIME"] = None if batch_time == "none" else float(batch_time)
+
+
 def bench(options: argparse.Namespace) -> None:
     import django
 
@@ -260,6 +288,7 @@ def bench(options: argparse.Namespace) -> None:
 
     from maintenance_tasks.conf import app_settings
 
+    configure_batch_time(options.batch_time)
     call_command("migrate", verbosity=0)
     started = time.perf_counter()
     seed(options.rows)
@@ -267,12 +296,14 @@ def bench(options: argparse.Namespace) -> None:
     version = f"{version // 10000}.{version % 10000}" if version else __import__("sqlite3").sqlite_version
     print(
         f"== {connection.vendor} {version}: {options.rows:,} rows seeded in {time.perf_counter() - started:.1f}s; "
-        f"batch_size {options.batch_size}, CHECKPOINT_INTERVAL {app_settings.CHECKPOINT_INTERVAL}s, best of {options.rounds} rounds",
+        f"batch_size {options.batch_size}, BATCH_TIME {app_settings.BATCH_TIME}, "
+        f"CHECKPOINT_INTERVAL {app_settings.CHECKPOINT_INTERVAL}s, best of {options.rounds} rounds",
         flush=True,
     )
     size = options.batch_size
     cases = [
         ("walk", options.rows, engine_side("BenchWalk", None, size), lambda: hand_walk(None, size)),
+        ("atomic", options.rows, engine_side("BenchAtomicWalk", None, size), lambda: hand_walk(None, size)),
         (
             "save",
             options.save_rows,

@@ -69,6 +69,15 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                 id="maintenance_tasks.E016",
             )
         )
+    batch_time = user.get("BATCH_TIME", DEFAULTS["BATCH_TIME"])
+    if batch_time is not None and not is_duration(batch_time):
+        errors.append(
+            Error(
+                f"MAINTENANCE_TASKS['BATCH_TIME'] must be None or a positive number of seconds, "
+                f"at most {MAX_SECONDS:.0f} (100 years), not {batch_time!r}.",
+                id="maintenance_tasks.E003",
+            )
+        )
     alias = user.get("CSV_STORAGE", DEFAULTS["CSV_STORAGE"])
     if not isinstance(alias, str) or alias not in settings.STORAGES:
         errors.append(

@@ -45,6 +45,9 @@ DEFAULTS: dict[str, Any] = {
     # and the seconds at least between two looks at them while a run goes on.
     "THROTTLE_ON": [],
     "THROTTLE_CHECK_INTERVAL": 1.0,
+    # Seconds an atomic processor's transaction should take, unless it sets ``batch_time``: fast
+    # batches commit together, slow ones shrink (None: one transaction per batch).
+    "BATCH_TIME": 0.5,
 }
 
 #: The settings that are a positive number of seconds.
@@ -129,6 +132,16 @@ class Seconds(Setting[float]):
         return fit_seconds(settings.value(self.name), DEFAULTS[self.name])
 
 
+class SettingDefault:
+    """A class attribute whose value is a setting's, read on each access, until a subclass sets its own."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __get__(self, instance: Any, owner: type | None = None) -> Any:
+        return app_settings.value(self.name)
+
+
 class Settings:
     """Typed view of ``settings.MAINTENANCE_TASKS``; nothing is cached, so override_settings works."""
 
@@ -163,6 +176,8 @@ class Settings:
         """Return the throttle conditions for every processor (none while the setting is not a list: E039)."""
         conditions = self.value("THROTTLE_ON")
         return tuple(conditions) if isinstance(conditions, list | tuple) else ()
+
+    BATCH_TIME = Setting(float, optional=True)
 
     @property
     def RETENTION(self) -> dict[str, float | None]:  # noqa: N802

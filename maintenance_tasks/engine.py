@@ -1,11 +1,5 @@
-"""The batch loop: perform one run, batch after batch, checkpointing its cursor.
-
-With ``atomic = True`` each batch and the checkpoint that records it commit together,
-so a batch's effects are applied exactly once. With ``atomic = False`` items commit on
-their own and the cursor is saved at most every CHECKPOINT_INTERVAL (at-least-once).
-
-Every write is guarded by the run's attempt token: once another executor has taken the
-run over, this one's checkpoint is refused and its batch rolled back.
+"""Perform one run: claim it, walk its batches (``loop.BatchLoop``), retry after errors, and leave it
+where it stopped (succeeded, errored, paused, cancelled, interrupted, or enqueued for its next slice).
 
 A background executor performs a run in slices: with ``slice_seconds`` the engine stops
 after the batch that crosses that limit and hands the run back as ``enqueued``, cursor
@@ -25,34 +19,28 @@ from django.db import connections, router, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from .checkpoints import take_over
 from .conf import app_settings
-from .counting import count_total
-from .csvfiles import csv_opener
-from .databases import batch_database
 from .dryrun import DryRun
-from .exceptions import ConcurrentChange, InvalidProcessor, StaleAttempt
+from .exceptions import ConcurrentChange, StaleAttempt
 from .failures import errored_fields, retry_detail
 from .heartbeat import GuardedWriter, Heartbeat
+from .loop import INTERRUPT, SLICE, BatchLoop
 from .models import Run, RunEvent
 from .outage import lost_connection
 from .processor import Processor
-from .skipping import Skipping
-from .sources import Batch, NoCollection, open_source
+from .sources import Batch
 from .status import EXECUTING_STATUSES, RunStatus
-from .throttling import STOPPED, Throttle
+from .throttling import Throttle
 
 logger = logging.getLogger(__name__)
 
-INTERRUPT = "interrupt"
-SLICE = "slice"
 RETRY = "retry"
 #: How the engine retries after an error in the processor's ``retry_on``: wait here (foreground),
 #: or hand the run back to go on in a slice after the delay, or at once (a backend without defer).
 SLEEP, DEFER, AT_ONCE = "sleep", "defer", "at_once"
 
 
-class Engine:
+class Engine(BatchLoop):
     """Perform one run in this process until it ends, is paused or cancelled, or is told to stop.
 
     With ``slice_seconds``, stop after the batch that crosses that many seconds and leave
@@ -80,11 +68,6 @@ class Engine:
         self.stop_reason: str | None = None
         self.checkpoint_interval = app_settings.CHECKPOINT_INTERVAL
         self.last_write = time.monotonic()
-
-    @property
-    def token(self) -> int:
-        """The attempt token this engine holds the run with (0 until it claims it)."""
-        return self.writer.token
 
     # -- life cycle -----------------------------------------------------------------------
 
@@ -214,148 +197,6 @@ class Engine:
             else:
                 self._write()  # a heartbeat, and a look for pause/cancel requests
         return True
-
-    def _walk(self) -> None:
-        """Process the batches after the run's cursor, checkpointing as it goes, until the end or a stop."""
-        run = self.run
-        processor = self.processor = run.task.build_processor()
-        self.dry_run.check(processor)
-        source = open_source(processor, csv_opener(run))
-        alias = batch_database(processor, source)
-        held = take_over(run, alias, self.token) if processor.atomic else None  # None: on the runs' database
-        if held is not None and held.ahead:  # a batch committed there that the run does not show yet
-            self._checkpoint(*held.ahead)
-        if run.tick_total is None and run.cursor is None:  # the first slice (a total counted once)
-            run.tick_total = count_total(processor, source, run.pk, alias)
-            self._write(tick_total=run.tick_total)
-        whole = processor.defines_batch()
-        if isinstance(source, NoCollection):
-            if processor.takes_an_item():
-                raise InvalidProcessor(
-                    "collection() returned None, so process() is called with no item, but it takes one."
-                )
-            handle: Callable[[Any], None] = lambda item: processor.process()  # noqa: E731
-        else:
-            handle = processor.process_batch if whole else processor.process
-        self.skips = Skipping(run, processor, whole=whole, using=alias)
-        for batch in source.batches(run.cursor, whole=whole):
-            if processor.atomic:
-                end = (batch.end_cursor, run.tick_count + batch.size)
-                with transaction.atomic(using=alias):
-                    try:  # a dry run's batch is rolled back; the checkpoint is not
-                        with self.skips.savepoint(), self.dry_run.batch(alias):
-                            if whole:
-                                handle(batch.items)
-                            else:
-                                for item in batch.items:
-                                    handle(item)
-                    except Exception as error:  # an error in skip_on: replayed item by item, the bad ones recorded
-                        self.skips.replay(error, batch, handle, lambda: self.dry_run.batch(alias))
-                    (held.commit if held else self._checkpoint)(*end)
-                if held:
-                    self._checkpoint(*end)  # the run mirrors the batch committed on the other database
-                self._check_stop()
-            elif whole:
-                self.skips.guard(batch, handle)(batch.items)
-                self._done(batch, batch.size - 1, batch.size)
-            else:
-                self._handle_each(batch, self.skips.guard(batch, handle))
-            if self.stop_reason is None and (waited := self.throttle.wait(processor)):
-                self.stop_reason = INTERRUPT if waited == STOPPED else SLICE
-            if self.stop_reason:
-                break
-        if held and not self.stop_reason:  # all walked: the run has mirrored the last batch
-            held.forget()
-        self._settle()
-
-    def _done(self, batch: Batch, index: int, items: int) -> None:
-        """Note items done in autocommit mode; checkpoint once per CHECKPOINT_INTERVAL, or to stop."""
-        self.done_count += items
-        self.last_done = (batch, index)
-        self._check_stop()
-        if self.stop_reason or time.monotonic() >= self.next_checkpoint:
-            self._checkpoint(batch.cursor_at(index), self.done_count)
-            self.last_done = None
-
-    def _handle_each(self, batch: Batch, handle: Callable[[Any], None]) -> None:
-        """Autocommit: handle the batch's items one by one; checkpoint once per CHECKPOINT_INTERVAL, or to stop.
-
-        The same as calling ``_done(batch, index, 1)`` after each item, with only a flag and
-        the clock looked at per item: this loop is the engine's own cost per item.
-        """
-        should_stop, monotonic, start = self.should_stop, time.monotonic, self.done_count
-        slice_end = float("inf") if self.slice_end is None else self.slice_end
-        due = min(self.next_checkpoint, slice_end)
-        done = checkpointed = 0  # items of this batch handled, and recorded by a checkpoint
-        try:
-            for item in batch.items:
-                handle(item)
-                done += 1
-                if should_stop():
-                    self.stop_reason = INTERRUPT
-                elif (now := monotonic()) < due:
-                    continue
-                elif now >= slice_end:
-                    self.stop_reason = SLICE
-                self._checkpoint(batch.cursor_at(done - 1), start + done)
-                checkpointed, due = done, min(self.next_checkpoint, slice_end)
-                if self.stop_reason:
-                    return
-        finally:
-            # The position after the last item done, for _settle() if the run stops here.
-            if done > checkpointed:
-                self.done_count, self.last_done = start + done, (batch, done - 1)
-            elif checkpointed:
-                self.last_done = None
-
-    def _check_stop(self) -> None:
-        """Stop after this batch or item if told to, or if the slice is over."""
-        if self.stop_reason:
-            return
-        if self.should_stop():
-            self.stop_reason = INTERRUPT
-        elif self.slice_end is not None and time.monotonic() >= self.slice_end:
-            self.stop_reason = SLICE
-
-    def _settle(self) -> None:
-        """Take the position after the last item done in autocommit mode as the run's own."""
-        if self.last_done is not None:
-            batch, index = self.last_done
-            self.run.cursor, self.run.tick_count = batch.cursor_at(index), self.done_count
-            self.last_done = None
-
-    # -- writes guarded by the attempt token -----------------------------------------------
-
-    def _elapsed(self) -> float:
-        now = time.monotonic()
-        elapsed, self.clock = now - self.clock, now
-        return elapsed
-
-    def _write(self, **fields: Any) -> None:
-        """Write progress fields if this attempt still holds the run; note pause/cancel requests."""
-        run = self.run
-        fields["heartbeat_at"] = fields["updated_at"] = timezone.now()
-        if self.writer.update_if_running(fields):
-            self.last_write = time.monotonic()
-            return
-        status, attempt = Run.objects.filter(pk=run.pk).values_list("status", "attempt").get()
-        if attempt != self.token or status not in EXECUTING_STATUSES:
-            raise StaleAttempt(f"Run {run.pk}: attempt {self.token} is no longer current.")
-        Run.objects.filter(pk=run.pk, attempt=self.token).update(**fields)
-        self.last_write = time.monotonic()
-        run.status = status
-        if self.stop_reason != RunStatus.CANCELLING:
-            self.stop_reason = status
-
-    def _checkpoint(self, cursor: str, tick_count: int) -> None:
-        run = self.run
-        time_running = run.time_running + self._elapsed()
-        output = self.processor.output_changes(run) if self.processor else {}  # lines logged, status set
-        self._write(cursor=cursor, tick_count=tick_count, time_running=time_running, **self.dry_run.fields(), **output)
-        run.cursor, run.tick_count, run.time_running = cursor, tick_count, time_running
-        self.done_count = tick_count
-        self.next_checkpoint = self.clock + self.checkpoint_interval
-        self.on_progress(run)
 
     def _finish(self, status: RunStatus, *, event: tuple[str, dict[str, Any]] | None = None, **fields: Any) -> None:
         """Move the run to where this attempt leaves it, with its last cursor.

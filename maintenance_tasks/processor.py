@@ -12,7 +12,9 @@ from django.core.checks import CheckMessage, Error
 from django.core.exceptions import ValidationError
 from django.db import models
 
+from .batching import sizing_problems
 from .callbacks import LifecycleCallbacks
+from .conf import SettingDefault
 from .cron import cron_error
 from .csvsource import csv_problems
 from .databases import using_problems
@@ -42,6 +44,10 @@ class Processor(LifecycleCallbacks, Reporting):
 
     #: Items per batch, and rows per query for QuerySet collections.
     batch_size: ClassVar[int] = 100
+    #: Seconds a transaction should take: fast batches commit together, slow ones shrink (see ``batching``);
+    #: None: one transaction per batch of ``batch_size``. Default: the BATCH_TIME setting.
+    batch_time: ClassVar[float | None] = SettingDefault("BATCH_TIME")  # type: ignore[assignment]  # a descriptor
+    min_batch_size: ClassVar[int] = 1  #: the smallest batch a slow spell shrinks batches to
     #: Run each batch and the checkpoint that records it in one transaction.
     atomic: ClassVar[bool] = True
     #: Columns, unique together, that order a QuerySet collection (default: the primary key).
@@ -286,7 +292,7 @@ class Processor(LifecycleCallbacks, Reporting):
         problems += [("maintenance_tasks.E038", problem) for problem in skip_problems(cls.skip_on, cls.max_skipped)]
         problems += [
             ("maintenance_tasks.E035", p) for p in csv_problems(cls, cls.collection is not Processor.collection)
-        ]
+        ] + [("maintenance_tasks.E041", p) for p in sizing_problems(cls)]
         sourced = cls.csv_collection or cls.defines_enumerate()
         if cls.collection is Processor.collection and not sourced and cls.takes_an_item():
             problems.append(

@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from . import dryrun, jobs, slots
 from .actors import local_actor
+from .batching import validate_tuning
 from .conf import app_settings
 from .csvfiles import kept_if_saved, store_csv
 from .exceptions import (
@@ -49,6 +50,8 @@ class Runner:
         metadata: JSONObject | None = None,
         dry_run: bool = False,
         csv_file: IO[bytes] | None = None,
+        batch_size: int | None = None,
+        batch_time: float | None = None,
     ) -> Run:
         """Validate the config, create the task if needed and a run, and put it on the queue.
 
@@ -58,8 +61,17 @@ class Runner:
         an active run; nothing is saved then. Raise EnqueueFailed when the tasks backend refuses
         the job: the run is saved, errored, with the backend's message. With ``dry_run``, every
         batch is rolled back and the run reports the writes it would have made (see ``dryrun``).
+        ``batch_size`` and ``batch_time`` are the run's own (None: the processor's; see ``Run.tune()``).
         """
-        run = Runner.create(processor, config, metadata=metadata, dry_run=dry_run, csv_file=csv_file)
+        run = Runner.create(
+            processor,
+            config,
+            metadata=metadata,
+            dry_run=dry_run,
+            csv_file=csv_file,
+            batch_size=batch_size,
+            batch_time=batch_time,
+        )
         Runner._enqueue(run)
         return run
 
@@ -81,12 +93,15 @@ class Runner:
         metadata: JSONObject | None = None,
         dry_run: bool = False,
         csv_file: IO[bytes] | None = None,
+        batch_size: int | None = None,
+        batch_time: float | None = None,
     ) -> Run:
         """Validate, then save an enqueued run without putting it on the queue (the caller performs it).
 
         Raise InvalidProcessor when the processor's class cannot run (its ``definition_problems()``),
         or cannot be dry-run when ``dry_run`` is asked for (an autocommit processor).
-        ValidationError on ``csv_file`` when the CSV file is missing, not wanted or unreadable.
+        ValidationError on ``csv_file`` when the CSV file is missing, not wanted or unreadable, and
+        on ``batch_size`` or ``batch_time`` when one is not a positive number.
         ``run_enqueued`` is sent once the new run commits.
         """
         path = registry.path_of(processor)
@@ -96,15 +111,17 @@ class Runner:
             raise InvalidProcessor(problem)
         jobs.slice_job(registry.get(path))  # a queue the backend refuses is an error now, not at commit
         canonical = registry.get(path).from_config(config).config
+        validate_tuning(batch_size, batch_time)
+        tuning = {name: value for name, value in [("batch_size", batch_size), ("batch_time", batch_time)] if value}
         metadata = metadata if metadata is not None else local_actor("python")
         Runner.validate_metadata(metadata)
         csv = store_csv(registry.get(path), csv_file)  # checked and stored last, deleted if no run is saved
         with kept_if_saved(csv), transaction.atomic():
             task = Task.objects.for_config(path, canonical)
             with one_active_run(task):
-                run = Run.objects.create(task=task, metadata=metadata, dry_run=dry_run, **csv)
+                run = Run.objects.create(task=task, metadata=metadata, dry_run=dry_run, **csv, **tuning)
             RunEvent.objects.log(
-                run, "created", "", RunStatus.ENQUEUED, metadata, **({"dry_run": True} if dry_run else {})
+                run, "created", "", RunStatus.ENQUEUED, metadata, **({"dry_run": True} if dry_run else {}), **tuning
             )
             announce_created(run)
         return run

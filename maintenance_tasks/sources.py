@@ -142,7 +142,11 @@ def ordering_problem(collection: models.QuerySet[Any], columns: Any) -> str | No
 
 
 class Source:
-    """A processor's items, walked in batches from a cursor."""
+    """A processor's items, walked in batches from a cursor.
+
+    ``batch_size`` is read again before each batch is fetched: the engine may change it between
+    two batches (see ``batching``), and a source of one's own should do the same.
+    """
 
     def __init__(self, processor: ProcessorLike, collection: Any) -> None:
         self.processor = processor
@@ -201,8 +205,9 @@ class QuerySetSource(Source):
 
     def batches(self, cursor: str | None, *, whole: bool) -> Iterator[Batch]:
         after = json.loads(cursor) if cursor else None
-        size, columns, attnames = self.batch_size, self.columns, self.attnames
+        columns, attnames = self.columns, self.attnames
         while True:
+            size = self.batch_size
             page = self.ordered if after is None else self.ordered.filter(self._bounds(after, None))
             if whole:
                 keys = list(page.values_list(*columns)[:size])
@@ -243,10 +248,11 @@ class SequenceSource(Source):
         return len(self.collection)
 
     def batches(self, cursor: str | None, *, whole: bool) -> Iterator[Batch]:
-        size = self.batch_size
-        for start in range(int(cursor or 0), len(self.collection), size):
-            items = list(self.collection[start : start + size])
+        start = int(cursor or 0)
+        while start < len(self.collection):
+            items = list(self.collection[start : start + self.batch_size])
             yield Batch(items, len(items), lambda i, start=start: str(start + i + 1))
+            start += len(items)
 
 
 class IterableSource(Source):
@@ -263,8 +269,8 @@ class IterableSource(Source):
             done += len(items)
 
 
-def paired_batches(pairs: Iterator[tuple[Any, Any]], size: int) -> Iterator[Batch]:
-    """Yield batches of up to ``size`` items from ``(item, cursor after it)`` pairs.
+def paired_batches(pairs: Iterator[tuple[Any, Any]], size: Callable[[], int]) -> Iterator[Batch]:
+    """Yield batches of up to ``size()`` items (asked before each batch) from ``(item, cursor after it)`` pairs.
 
     An error while reading the pairs (a malformed CSV row) ends the batch before it: the items
     read until then are processed first, so the run stops with its cursor on the bad one.
@@ -272,7 +278,7 @@ def paired_batches(pairs: Iterator[tuple[Any, Any]], size: int) -> Iterator[Batc
     while True:
         chunk, failure = [], None
         try:
-            for pair in itertools.islice(pairs, size):
+            for pair in itertools.islice(pairs, size()):
                 chunk.append(pair)
         except Exception as error:
             failure = error
@@ -295,7 +301,7 @@ class CustomSource(Source):
     def batches(self, cursor: str | None, *, whole: bool) -> Iterator[Batch]:
         pairs = self.processor.enumerate(cursor)
         assert pairs is not None  # noqa: S101 (open_source checked that enumerate is overridden)
-        yield from paired_batches(iter(pairs), self.batch_size)
+        yield from paired_batches(iter(pairs), lambda: self.batch_size)
 
 
 class CSVSource(Source):
@@ -320,7 +326,7 @@ class CSVSource(Source):
     def batches(self, cursor: str | None, *, whole: bool) -> Iterator[Batch]:
         csv_file = self.open()
         with csv_file.file:
-            yield from paired_batches(csv_file.rows(cursor), self.batch_size)
+            yield from paired_batches(csv_file.rows(cursor), lambda: self.batch_size)
 
 
 def open_source(processor: ProcessorLike, csv_file: CSVOpener | None = None) -> Source:

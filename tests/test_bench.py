@@ -31,7 +31,7 @@ def test_engine_bench_prints_a_ratio_per_case():
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("== sqlite "), result.stdout
     assert "20,000 rows seeded" in result.stdout
-    for case, rows in (("walk", "20,000"), ("save", "2,000"), ("update", "20,000")):
+    for case, rows in (("walk", "20,000"), ("atomic", "20,000"), ("save", "2,000"), ("update", "20,000")):
         line = re.search(
             rf"^{case} +{rows} rows +engine +[\d,]+ rows/s +hand +[\d,]+ rows/s +ratio (\d+\.\d\d) "
             rf"+cpu ratio (\d+\.\d\d) +peak RSS [\d.]+ MB \(\+[\d.]+\)$",

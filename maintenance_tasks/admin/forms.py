@@ -15,6 +15,7 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
 from maintenance_tasks import dryrun
+from maintenance_tasks.batching import tuning_errors
 from maintenance_tasks.csvfiles import CSV_FIELD
 from maintenance_tasks.exceptions import InvalidParameters, UnknownProcessor, validation_error_text
 from maintenance_tasks.models import Schedule, ScheduleSource, Task
@@ -92,7 +93,35 @@ def start_form(processor: type[Processor], data: Any = None, files: Any = None) 
     return start_form_class(processor)(data, files, initial=initial, prefix="param")
 
 
-class RunOptionsForm(forms.Form):
+class TuningForm(forms.Form):
+    """A run's own batch size and batch time, each empty for the processor's (see ``batching``)."""
+
+    batch_size = forms.IntegerField(
+        label=gettext_lazy("Batch size"),
+        required=False,
+        help_text=gettext_lazy("Items per batch at most. Empty: the processor's batch_size."),
+    )
+    batch_time = forms.FloatField(
+        label=gettext_lazy("Batch time (seconds)"),
+        required=False,
+        help_text=gettext_lazy(
+            "Seconds each transaction should take: fast batches commit together, slow ones shrink. "
+            "Empty: the processor's batch_time."
+        ),
+    )
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        for field, message in tuning_errors(data.get("batch_size"), data.get("batch_time")).items():
+            self.add_error(field, message)
+        return data
+
+    def tuning(self) -> dict[str, Any]:
+        """Return the values entered, as ``Runner.run()`` and ``Run.tune()`` take them."""
+        return {"batch_size": self.cleaned_data["batch_size"], "batch_time": self.cleaned_data["batch_time"]}
+
+
+class RunOptionsForm(TuningForm):
     """How to run, beside the parameters (its own prefix: a parameter may be named ``dry_run`` too)."""
 
     dry_run = forms.BooleanField(

@@ -287,7 +287,9 @@ class TaskAdmin(ReadOnlyAdmin):
             return self.render_processor(request, path_, form, count_config=config, options=options)
         dry_run, csv_file = options.cleaned_data["dry_run"], form.cleaned_data.get(CSV_FIELD)
         try:
-            run = Runner.run(path_, config, metadata=admin_actor(request), dry_run=dry_run, csv_file=csv_file)
+            run = Runner.run(
+                path_, config, metadata=admin_actor(request), dry_run=dry_run, csv_file=csv_file, **options.tuning()
+            )
         except ValidationError as error:
             add_config_errors(form, error)
             return self.render_processor(request, path_, form, status=400, options=options)

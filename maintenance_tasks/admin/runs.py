@@ -6,7 +6,7 @@ import os
 from typing import Any
 
 from django.contrib import admin, messages
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import (
     FileResponse,
     Http404,
@@ -25,7 +25,7 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_POST
 
-from maintenance_tasks import dryrun, skipping
+from maintenance_tasks import batching, dryrun, skipping
 from maintenance_tasks.actors import admin_actor, describe
 from maintenance_tasks.exceptions import MaintenanceTaskError, UnknownProcessor
 from maintenance_tasks.jobs import perform_run
@@ -45,6 +45,7 @@ from .display import (
     run_state,
     throttled_reason,
 )
+from .forms import TuningForm
 
 
 class ProcessorFilter(admin.SimpleListFilter):
@@ -106,6 +107,7 @@ class RunAdmin(ReadOnlyAdmin):
             path("<int:run_id>/progress/", view(self.progress_view), name="maintenance_tasks_run_progress"),
             path("<int:run_id>/csv/", view(self.csv_view), name="maintenance_tasks_run_csv"),
             path("<int:run_id>/skipped/", view(self.skipped_view), name="maintenance_tasks_run_skipped"),
+            path("<int:run_id>/tune/", view(self.tune_view), name="maintenance_tasks_run_tune"),
             *(
                 path(
                     f"<int:run_id>/{action}/",
@@ -149,6 +151,8 @@ class RunAdmin(ReadOnlyAdmin):
             csv_file=self.csv_file(run),
             skipped_items=skipped[: self.SKIPPED_SHOWN],
             more_skipped=len(skipped) > self.SKIPPED_SHOWN,
+            batches=batching.describe(run),
+            tune_form=self.tune_form(request, run),
             next_url=request.get_full_path(),
         )
         return TemplateResponse(request, "admin/maintenance_tasks/run/detail.html", context)
@@ -184,6 +188,45 @@ class RunAdmin(ReadOnlyAdmin):
         response = StreamingHttpResponse(skipping.csv_lines(run), content_type="text/csv; charset=utf-8")
         response["Content-Disposition"] = f'attachment; filename="run-{run.pk}-skipped.csv"'
         return response
+
+    @staticmethod
+    def tune_form(request: HttpRequest, run: Run) -> TuningForm | None:
+        """Return the form to tune an active run, for a user who may pause it (None otherwise)."""
+        if not run.is_active or not request.user.has_perm(PERMISSIONS["pause"]):
+            return None
+        return TuningForm(initial={"batch_size": run.batch_size, "batch_time": run.batch_time})
+
+    def tune_view(self, request: HttpRequest, run_id: int) -> HttpResponse:
+        """Set an active run's own batch size and batch time (POST): its executor takes them at its next commit."""
+        request.current_app = self.admin_site.name
+        return require_POST(self.tune)(request, run_id)
+
+    def tune(self, request: HttpRequest, run_id: int) -> HttpResponse:
+        if not request.user.has_perm(PERMISSIONS["pause"]):
+            raise PermissionDenied
+        run = self.get_run(request, run_id)
+        form = TuningForm(request.POST)
+        try:
+            if not form.is_valid():
+                raise ValidationError([message for messages_ in form.errors.values() for message in messages_])
+            run.tune(**form.tuning(), actor=admin_actor(request))
+        except ValidationError as error:
+            self.message_user(
+                request,
+                _("Run %(id)s not tuned: %(error)s") % {"id": run.pk, "error": " ".join(error.messages)},
+                messages.ERROR,
+            )
+        except MaintenanceTaskError as error:
+            self.message_user(request, str(error), messages.ERROR)
+        else:
+            message = _("Tuned run %(id)s: batch size %(size)s, batch time %(time)s.") % {
+                "id": run.pk,
+                "size": run.batch_size or _("the processor's"),
+                "time": _("%(s)ss") % {"s": run.batch_time} if run.batch_time else _("the processor's"),
+            }
+            self.log_change(request, run, message)
+            self.message_user(request, message, messages.SUCCESS)
+        return HttpResponseRedirect(admin_url(self.admin_site.name, "run_change", run.pk))
 
     def progress_view(self, request: HttpRequest, run_id: int) -> JsonResponse:
         request.current_app = self.admin_site.name

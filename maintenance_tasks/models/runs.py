@@ -1,4 +1,4 @@
-"""Run (one execution of a task) and its audit trail (RunEvent)."""
+"""Run: one execution of a task, and the one writer of its status (its audit trail: ``events``)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from maintenance_tasks.actors import local_actor
+from maintenance_tasks.batching import validate_tuning
 from maintenance_tasks.conf import app_settings, csv_storage
 from maintenance_tasks.exceptions import ConcurrentChange, InvalidTransition, RunAlreadyActive, RunNotStuck
 from maintenance_tasks.sensitive import masked_keys
@@ -33,6 +34,7 @@ from maintenance_tasks.status import (
 from maintenance_tasks.writelock import write_when_free
 
 from . import lifecycle
+from .events import RunEvent
 from .tasks import Task
 
 #: What an errored run's audit trail keeps of its error when it is resumed (its fields are then cleared).
@@ -136,6 +138,14 @@ class Run(models.Model):
     csv_file = models.FileField(
         _("CSV file"), upload_to="maintenance_tasks/csv/%Y/%m/", storage=csv_storage, max_length=255, blank=True
     )
+    # The run's own batch_size and batch_time (None: the processor's), changeable while it goes on
+    # (``tune()``); and the batch sizes it used (latest, smallest, largest) and its commits.
+    batch_size = models.PositiveIntegerField(_("batch size"), null=True, blank=True)
+    batch_time = models.FloatField(_("batch time (s)"), null=True, blank=True)
+    batch_size_latest = models.PositiveIntegerField(_("latest batch size"), null=True, blank=True)
+    batch_size_min = models.PositiveIntegerField(_("smallest batch size"), null=True, blank=True)
+    batch_size_max = models.PositiveIntegerField(_("largest batch size"), null=True, blank=True)
+    commits = models.PositiveBigIntegerField(_("commits"), default=0)
     error_class = models.CharField(_("error class"), max_length=255, blank=True)
     error_message = models.TextField(_("error message"), blank=True)
     backtrace = models.TextField(_("backtrace"), blank=True)
@@ -303,6 +313,34 @@ class Run(models.Model):
         """Ask the run to stop for good: at once if nothing runs it, else after the current batch."""
         return self.request("cancel", CANCEL_TARGETS, actor)
 
+    def tune(
+        self, *, batch_size: int | None = None, batch_time: float | None = None, actor: dict[str, Any] | None = None
+    ) -> Run:
+        """Set the run's own batch_size and batch_time (None: the processor's), in the audit trail.
+
+        Raise ValidationError for a bad value and InvalidTransition when the run has ended; its
+        executor takes the new values at its next commit (within about CHECKPOINT_INTERVAL).
+        """
+        validate_tuning(batch_size, batch_time)
+
+        def tune() -> None:
+            status, *old = (
+                Run.objects.select_for_update().values_list("status", "batch_size", "batch_time").get(pk=self.pk)
+            )
+            if status not in ACTIVE_STATUSES:
+                raise InvalidTransition(self.pk, status, "", "tune it")
+            Run.objects.filter(pk=self.pk).update(batch_size=batch_size, batch_time=batch_time)
+            self.status, self.batch_size, self.batch_time = status, batch_size, batch_time
+            detail = {"batch_size": [old[0], batch_size], "batch_time": [old[1], batch_time]}
+            RunEvent.objects.log(self, "tune", status, status, actor or local_actor("python"), **detail)
+
+        write_when_free(tune)
+        return self
+
+    def read_tuning(self) -> tuple[int | None, float | None]:
+        """Return the run's own batch_size and batch_time as stored now (None: the processor's)."""
+        return Run.objects.values_list("batch_size", "batch_time").get(pk=self.pk)
+
     def is_stuck(self, now: Any = None) -> bool:
         """Return whether the run has waited in pausing/cancelling, unchanged, for STUCK_AFTER."""
         if self.status not in FORCE_TARGETS:
@@ -347,42 +385,3 @@ class Run(models.Model):
         if self.is_stuck():
             actions.append("force")
         return actions
-
-
-class RunEventQuerySet(models.QuerySet["RunEvent"]):
-    def log(
-        self, run: Run, action: str, from_status: str, to_status: str, actor: dict[str, Any] | None, **detail: Any
-    ) -> RunEvent:
-        """Add an entry to the run's audit trail (values of sensitive keys masked: it is for display)."""
-        actor = actor or {}
-        return self.create(
-            run=run,
-            action=action,
-            from_status=from_status,
-            to_status=to_status,
-            source=str(actor.get("source", ""))[:16],
-            user=str(actor.get("user", ""))[:150],
-            detail=masked_keys({**actor, **detail}),
-        )
-
-
-class RunEvent(models.Model):
-    """One entry of a run's audit trail: who did what, when, from where."""
-
-    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="events")
-    created_at = models.DateTimeField(auto_now_add=True)
-    action = models.CharField(max_length=32)
-    from_status = models.CharField(max_length=16, blank=True)
-    to_status = models.CharField(max_length=16, blank=True)
-    source = models.CharField(max_length=16, blank=True)  # admin, cli, python, deploy, engine
-    user = models.CharField(max_length=150, blank=True)
-    detail = models.JSONField(default=dict, blank=True, encoder=DjangoJSONEncoder)
-
-    objects = RunEventQuerySet.as_manager()
-
-    class Meta:
-        ordering = ["created_at", "id"]
-        default_permissions = ()
-
-    def __str__(self) -> str:
-        return f"{self.action} by {self.user or self.source}"

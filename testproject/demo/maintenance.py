@@ -27,7 +27,9 @@ class BackfillSlugs(Processor):
 class CountTitleWords(Processor):
     """Store each article's title word count, a whole batch per UPDATE statement."""
 
-    batch_size = 2000
+    batch_size = 2000  # at most 2000 rows per UPDATE
+    batch_time = 0.25  # transactions of about a quarter of a second on the live table
+    min_batch_size = 100  # a slow spell shrinks batches to 100 rows at the smallest
     only_missing: bool = True
 
     def collection(self):

@@ -417,6 +417,12 @@ class BenchWalk(Processor):
         pass
 
 
+class BenchAtomicWalk(BenchWalk):
+    """Walk BenchRow rows and do nothing, atomic batches (the default): the engine's cost with its commits."""
+
+    atomic = True
+
+
 class BenchSave(Processor):
     """Add one to each row's counter with save(), atomic batches."""
 
@@ -867,3 +873,37 @@ class IncrementItemsPausedByReplica(IncrementItemsBehindReplica):
     """Add one to every item's counter; pause once the replica lags by more than three seconds."""
 
     throttle_on = [lambda: ReplicationLag(max_seconds=1, critical=3)()]
+
+
+# -- batch_time: transactions sized by time ----------------------------------------------------
+
+
+class PacedBatches(Processor):
+    """Add one to each item's counter in process_batch(), logging each batch (BatchLog, committed
+    with it). Each item takes ``per_item`` seconds, those from ``slow_from`` to ``slow_until``
+    ``slow_per_item``. On the item ``kill_at`` the process kills itself (SIGKILL) if the file
+    ``marker`` exists, deleting it first: killed once, the resumed run goes on."""
+
+    batch_size = 20
+    per_item: float = 0.0
+    slow_per_item: float = 0.0
+    slow_from: int = 0
+    slow_until: int = 0
+    kill_at: int = 0
+    marker: str = ""
+
+    def collection(self):
+        return Item.objects.all()
+
+    def process_batch(self, items):
+        started = time.time()
+        pks = list(items.values_list("pk", flat=True))
+        if self.kill_at in pks and self.marker and os.path.exists(self.marker):
+            os.remove(self.marker)
+            os.kill(os.getpid(), signal.SIGKILL)
+        slow = sum(self.slow_from <= pk < self.slow_until for pk in pks)
+        time.sleep(slow * self.slow_per_item + (len(pks) - slow) * self.per_item)
+        items.update(times_processed=F("times_processed") + 1)
+        BatchLog.objects.create(
+            shard=0, first_pk=pks[0], size=len(pks), pid=os.getpid(), started=started, ended=time.time()
+        )

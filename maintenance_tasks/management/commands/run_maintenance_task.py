@@ -12,7 +12,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import InterfaceError, OperationalError
 from django.utils import timezone
 
-from maintenance_tasks import dryrun, skipping
+from maintenance_tasks import batching, dryrun, skipping
 from maintenance_tasks.actors import command_line, local_actor
 from maintenance_tasks.conf import app_settings
 from maintenance_tasks.engine import Engine
@@ -65,6 +65,27 @@ def csv_input(path: str | None) -> contextlib.AbstractContextManager[IO[bytes] |
         raise CommandError(f"--csv: cannot open {path}: {error.strerror}.", returncode=BAD_INPUT) from None
 
 
+def tuning_options(batch_size: str | None, batch_time: str | None) -> dict[str, Any]:
+    """Return ``--batch-size`` and ``--batch-time`` as the run's own values; raise a one-line CommandError if bad."""
+    tuning: dict[str, Any] = {}
+    for option, text, cast in (("batch_size", batch_size, int), ("batch_time", batch_time, float)):
+        if text is None:
+            continue
+        try:
+            tuning[option] = cast(text)
+        except ValueError:
+            tuning[option] = text  # refused below, with the same message as any other bad value
+    if errors := batching.tuning_errors(**tuning):
+        raise CommandError(
+            " ".join("--" + error.replace("_", "-", 1) for error in errors.values()), returncode=BAD_INPUT
+        )
+    return tuning
+
+
+#: The run's fields that tell the batch sizes it used and its commits.
+BATCHES = ("batch_size_latest", "batch_size_min", "batch_size_max", "commits")
+
+
 class Command(BaseCommand):
     help = (
         "Run a maintenance task in the foreground. Exit status: 0 succeeded, 1 errored, "
@@ -111,6 +132,10 @@ class Command(BaseCommand):
             help="Enqueue the run for the workers, then follow it with progress and exit with its outcome "
             "(implies --background; Ctrl-C stops waiting, not the run).",
         )
+        parser.add_argument("--batch-size", metavar="N", help="Items per batch at most, for this run.")
+        parser.add_argument(
+            "--batch-time", metavar="SECONDS", help="Seconds each transaction should take, for this run."
+        )
 
     def handle(
         self,
@@ -124,6 +149,8 @@ class Command(BaseCommand):
         csv: str | None,
         background: bool,
         wait: bool,
+        batch_size: str | None,
+        batch_time: str | None,
         verbosity: int,
         **options: Any,
     ) -> None:
@@ -134,6 +161,7 @@ class Command(BaseCommand):
         if dry_run and resume is not None:
             raise CommandError("--dry-run starts a run; a resumed run goes on as it began.", returncode=BAD_INPUT)
         given = {**json_object(config), **dict(name_value(param) for param in params)}
+        tuning = tuning_options(batch_size, batch_time)
         try:
             if resume is not None:
                 if processor or config is not None or params or csv is not None:
@@ -144,13 +172,15 @@ class Command(BaseCommand):
                 run = Run.objects.select_related("task").filter(pk=resume).first()
                 if run is None:
                     raise CommandError(f"There is no run {resume}.", returncode=BAD_INPUT)
+                if tuning:
+                    run.tune(**{"batch_size": run.batch_size, "batch_time": run.batch_time, **tuning}, actor=actor)
                 Runner.resume(run, actor=actor, force=force, execute=background)
             else:
                 if not processor:
                     raise CommandError("Name a processor, or give --resume RUN_ID.", returncode=BAD_INPUT)
                 start = Runner.run if background else Runner.create
                 with csv_input(csv) as csv_file:
-                    run = start(processor, given, metadata=actor, dry_run=dry_run, csv_file=csv_file)
+                    run = start(processor, given, metadata=actor, dry_run=dry_run, csv_file=csv_file, **tuning)
         except ValidationError as error:
             if getattr(error, "error_dict", None) and set(error.error_dict) == {"csv_file"}:
                 raise CommandError(f"--csv: {' '.join(error.messages)}", returncode=BAD_INPUT) from None
@@ -214,7 +244,7 @@ class Command(BaseCommand):
             progress.close()
         Runner.release_slot()  # the slot this run held (MAX_CONCURRENT_RUNS) goes to a run waiting for one
         run.refresh_from_db(
-            fields=["status", "attempt", "tick_count", "time_running", "dry_run_report", "skipped_count"]
+            fields=["status", "attempt", "tick_count", "time_running", "dry_run_report", "skipped_count", *BATCHES]
         )
         if run.attempt != engine.token and run.status not in RESUMABLE_STATUSES | COMPLETED_STATUSES:
             raise CommandError(
@@ -251,6 +281,8 @@ class Command(BaseCommand):
 
     def report_outcome(self, run: Run, verbosity: int) -> None:
         """Say how the run ended: exit 0 if it succeeded, 1 if it errored, 3 if it stopped before the end."""
+        if verbosity and (batches := batching.describe(run)):
+            self.stdout.write(f"Run {run.pk}: {batches}.")
         if verbosity and run.dry_run:
             self.stdout.write(dryrun.describe(run))
         if verbosity and run.skipped_count:

@@ -356,6 +356,7 @@ def test_wait_exits_with_the_outcome_of_the_run():
     run = Run.objects.get()
     assert out.getvalue().splitlines() == [
         f"Run {run.pk} of {run.task} handed to the workers (succeeded).",
+        f"Run {run.pk}: batches of 10 items; 2 commits.",
         f"Run {run.pk}: 20/20 items (100.0%), {run.rate:,.0f} items/s. Succeeded in {run.time_running:.1f}s.",
     ]
     with pytest.raises(CommandError) as error:

@@ -154,7 +154,8 @@ def test_a_background_slice_hands_a_throttled_run_back_deferred(flag, monkeypatc
     Item.objects.bulk_create(Item() for _ in range(30))
     monkeypatch.setenv("THROTTLE_FLAG", str(flag))
     flag.write_text("busy")
-    with override_settings(MAINTENANCE_TASKS={"THROTTLE_CHECK_INTERVAL": 0.05, "CHECKPOINT_INTERVAL": 0.05}):
+    settings = {"THROTTLE_CHECK_INTERVAL": 0.05, "CHECKPOINT_INTERVAL": 0.05, "BATCH_TIME": None}  # a commit per batch
+    with override_settings(MAINTENANCE_TASKS=settings):
         run = Runner.create(f"testproject.testapp.maintenance.{THROTTLED}", {})
         started = time.monotonic()
         Engine(run, slice_seconds=2.0, retry=DEFER).perform()  # ample for the first batch, under load too

@@ -89,7 +89,10 @@ def parse_args() -> argparse.Namespace:
         default=default_url(),
         help=f"the PostgreSQL database to create, use and drop (default {DATABASE} on DATABASE_URL's server)",
     )
-    return parser.parse_args()
+    options = parser.parse_args()
+    if urlsplit(options.database_url).path.strip("/") in ("", "postgres", "template0", "template1"):
+        parser.error(f"--database-url {options.database_url}: name a database of the bench's own (e.g. /{DATABASE})")
+    return options
 
 
 def find_pgbench() -> str:

@@ -19,9 +19,12 @@ from maintenance_tasks.models import Run
 from maintenance_tasks.progress import describe
 from maintenance_tasks.status import RunStatus
 from maintenance_tasks.throttles import Critical, DatabaseLoad, ReplicationLag, condition_checks
+from testproject.demo.maintenance import RecountTitleWords, import_running
+from testproject.demo.models import Article
 from testproject.testapp.models import Item
 
 from .conftest import on_sqlite, wait_for
+from .factories import RunFactory
 
 THROTTLED = "IncrementItemsThrottled"
 INTERVAL = "0.2"
@@ -279,3 +282,34 @@ def test_replication_lag_on_a_server_that_is_no_replica_is_none():
         assert ReplicationLag(max_seconds=0)() is None
     else:
         assert ReplicationLag(max_seconds=3600)() is None
+
+
+@pytest.mark.processes
+@pytest.mark.django_db(transaction=True)
+def test_the_demo_recount_waits_while_an_import_of_articles_runs(manage):
+    """RecountTitleWords (testproject/demo) waits on a condition of its own, which holds on every database."""
+    assert RecountTitleWords.check() == []  # no W041: a custom condition measures nothing
+    # More than a batch (2,000): the first look at the condition follows the first batch.
+    Article.objects.bulk_create(Article(title=f"a title of {n} words", word_count=0) for n in range(2500))
+    other = RunFactory(running=True, task__processor="testproject.demo.maintenance.BackfillSlugs")
+    assert import_running() is None  # only an import of articles holds it
+    importing = RunFactory(running=True, task__processor="testproject.demo.maintenance.ImportArticles")
+    assert import_running() == "an import of articles is running"
+    command = manage(
+        "run_maintenance_task",
+        "testproject.demo.maintenance.RecountTitleWords",
+        MAINTENANCE_THROTTLE_CHECK_INTERVAL=INTERVAL,
+    )
+    run = throttled_run(command)
+    assert (run.tick_count, run.throttled_reason) == (2000, "an import of articles is running")
+    wait_for(lambda: Run.objects.get(pk=run.pk).heartbeat_at > run.heartbeat_at)  # it waits, alive
+    counts = dict(Article.objects.values_list("word_count").annotate(n=Count("id")))
+    assert counts == {5: 2000, 0: 500}
+    importing.transition_to(RunStatus.SUCCEEDED)
+    code, out, err = command.wait()
+    assert code == 0, err
+    run.refresh_from_db()
+    assert (run.status, run.tick_count, run.throttled_reason) == (RunStatus.SUCCEEDED, 2500, "")
+    assert dict(Article.objects.values_list("word_count").annotate(n=Count("id"))) == {5: 2500}
+    other.refresh_from_db()
+    assert other.status == RunStatus.RUNNING

@@ -6,6 +6,8 @@ from django.db.models.functions import Length, Lower, Replace
 from django.utils.text import slugify
 
 from maintenance_tasks import Processor
+from maintenance_tasks.models import Run
+from maintenance_tasks.status import RunStatus
 
 from .models import Article, LegacyArticle
 
@@ -39,6 +41,24 @@ class CountTitleWords(Processor):
     def process_batch(self, articles):
         spaces = Length("title") - Length(Replace("title", Value(" "), Value("")))
         articles.update(word_count=spaces + 1)
+
+
+def import_running():
+    """Return why a backfill of articles should wait while an ImportArticles run adds articles (a throttle condition).
+
+    A condition is any callable: this one reads the runs table, so it holds on every database.
+    """
+    if Run.objects.filter(task__processor=f"{__name__}.ImportArticles", status=RunStatus.RUNNING).exists():
+        return "an import of articles is running"
+    return None
+
+
+class RecountTitleWords(CountTitleWords):
+    """Count every article's title words again, waiting while an import of articles runs (a throttled processor)."""
+
+    only_missing: bool = False
+    throttle_on = [import_running]
+    throttle_backoff_max = 10.0  # look again at most every 10 s while it waits
 
 
 class PublishArticles(Processor):

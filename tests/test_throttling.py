@@ -298,6 +298,8 @@ def test_the_demo_recount_waits_while_an_import_of_articles_runs(manage):
     command = manage(
         "run_maintenance_task",
         "testproject.demo.maintenance.RecountTitleWords",
+        "--batch-time",
+        "0.001",  # a transaction per batch: the first look at the condition follows the first 2,000 rows
         MAINTENANCE_THROTTLE_CHECK_INTERVAL=INTERVAL,
     )
     run = throttled_run(command)

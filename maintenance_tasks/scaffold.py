@@ -20,8 +20,8 @@ from django.core.management.base import CommandError
 
 from .registry import MODULE_NAME, registry, short_name
 
-#: What the processor's skeleton walks: items one by one, whole batches, or no collection.
-ITEMS, BATCH, NO_COLLECTION = "items", "batch", "no_collection"
+#: What the processor's skeleton walks: items one by one, whole batches, no collection, or a CSV file's rows.
+ITEMS, BATCH, NO_COLLECTION, CSV = "items", "batch", "no_collection", "csv"
 
 PROCESSOR_IMPORT = "from maintenance_tasks import Processor\n"
 
@@ -73,10 +73,19 @@ BODIES = {
         # Without a collection(), process() is called once and does the whole task.
         pass
 """,
+    CSV: """
+    csv_collection = True  # each run reads the CSV file it is started with, row by row
+    csv_headers = ("id",)  # the columns the file must have
+
+    def process(self, row):
+        # The work for one row, a dict keyed by the header row:
+        # Post.objects.filter(pk=row["id"]).update(published=True)
+        pass
+""",
 }
 
 TEST = '''"""Tests of the maintenance task {name}."""
-
+{imports}
 from django.test import TestCase
 
 from maintenance_tasks.testing import run_processor
@@ -86,9 +95,12 @@ from {module} import {name}
 class {name}Tests(TestCase):
     def test_runs_to_the_end(self):
         # Create the rows it should change, run it, then check them.
-        run = run_processor({name})
+        run = run_processor({name}{arguments})
         self.assertEqual(run.status, "succeeded")
 '''
+
+#: What the test of each kind of processor imports and gives ``run_processor`` besides the class.
+TEST_INPUT = {CSV: ("\nimport io\n", ', csv_file=io.BytesIO(b"id\\n1\\n2\\n")')}
 
 PACKAGE_INIT = '''"""Maintenance tasks of {label}: one module per task, each found by maintenance_tasks."""
 '''
@@ -146,7 +158,9 @@ def plan(app_config: AppConfig, name: str, *, kind: str = ITEMS, package: bool =
         header = MODULE_HEADER.format(docstring=f"Maintenance tasks of {app_config.label}.")
         changes.append(Change(module_file, header + body))
     tests = app / "tests" if (app / "tests").is_dir() else app
-    changes.append(Change(tests / f"test_{module_name_for(name)}.py", TEST.format(name=name, module=module)))
+    imports, arguments = TEST_INPUT.get(kind, ("", ""))
+    test = TEST.format(name=name, module=module, imports=imports, arguments=arguments)
+    changes.append(Change(tests / f"test_{module_name_for(name)}.py", test))
     for change in changes:
         if not change.append and change.path.exists():
             raise CommandError(f"{change.path} already exists: nothing was written.")

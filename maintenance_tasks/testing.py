@@ -7,6 +7,8 @@ fixture, Django's ``TestCase``), where no other connection could see the run.
 
 from __future__ import annotations
 
+from typing import IO
+
 from .engine import AT_ONCE, Engine
 from .models import Run
 from .runner import JSONObject, ProcessorName, Runner
@@ -15,8 +17,13 @@ from .status import RunStatus
 __all__ = ["run_processor"]
 
 
-def run_processor(processor: ProcessorName, config: JSONObject | None = None) -> Run:
+def run_processor(
+    processor: ProcessorName, config: JSONObject | None = None, *, csv_file: IO[bytes] | None = None
+) -> Run:
     """Run the processor with ``config`` to the end in this process; return the ended run.
+
+    ``csv_file`` is the file (open in binary) a ``csv_collection`` processor reads; it is stored
+    in ``CSV_STORAGE`` as any run's file is.
 
     ``processor`` is a discovered processor class (or its dotted path). A bad config raises
     ValidationError and nothing is saved, as with ``Runner.run``. Errors the processor retries
@@ -27,7 +34,7 @@ def run_processor(processor: ProcessorName, config: JSONObject | None = None) ->
             run_processor(ImportPrices, {"path": "missing.csv"})
         assert caught.value.run.status == "errored"
     """
-    run = Runner.create(processor, config)
+    run = Runner.create(processor, config, csv_file=csv_file)
     while True:
         engine = Engine(run, retry=AT_ONCE)
         engine.perform()

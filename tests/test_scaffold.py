@@ -141,6 +141,7 @@ SETTINGS = """
 from testproject.settings import *  # noqa: F403
 
 INSTALLED_APPS = [*INSTALLED_APPS, "genmodule", "genpackage"]  # noqa: F405
+MEDIA_ROOT = {media!r}  # where the CSV files of the generated tests' runs go
 """
 
 
@@ -151,7 +152,7 @@ def test_the_generated_processors_pass_the_checks_and_their_tests_pass(tmp_path)
         for name in files:
             (tmp_path / app / name).parent.mkdir(parents=True, exist_ok=True)
             (tmp_path / app / name).write_text("")
-    (tmp_path / "gensettings.py").write_text(SETTINGS)
+    (tmp_path / "gensettings.py").write_text(SETTINGS.format(media=str(tmp_path / "media")))
     (tmp_path / "pytest.ini").write_text("[pytest]\nDJANGO_SETTINGS_MODULE = gensettings\n")
     env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}", "DJANGO_SETTINGS_MODULE": "gensettings"}
     # The generated tests get a test database of their own, beside the one of this suite.
@@ -171,6 +172,8 @@ def test_the_generated_processors_pass_the_checks_and_their_tests_pass(tmp_path)
         ["genpackage", "EachItem", "--package"],
         ["genpackage", "EachBatch", "--batch"],
         ["genpackage", "OnceOnly", "--no-collection"],
+        ["genmodule", "EachRow", "--csv"],
+        ["genpackage", "EachRow", "--csv"],
     ):
         out = run("-m", "django", "startmaintenancetask", *args)
         assert "Created" in out
@@ -181,9 +184,11 @@ def test_the_generated_processors_pass_the_checks_and_their_tests_pass(tmp_path)
         [
             "genmodule.maintenance.EachBatch",
             "genmodule.maintenance.EachItem",
+            "genmodule.maintenance.EachRow",
             "genmodule.maintenance.OnceOnly",
             "genpackage.maintenance.each_batch.EachBatch",
             "genpackage.maintenance.each_item.EachItem",
+            "genpackage.maintenance.each_row.EachRow",
             "genpackage.maintenance.once_only.OnceOnly",
         ]
     )
@@ -192,4 +197,4 @@ def test_the_generated_processors_pass_the_checks_and_their_tests_pass(tmp_path)
         [str(tmp_path / "genmodule"), str(tmp_path / "genpackage")],
     )
     out = run("-m", "pytest", "-q", "-p", "no:randomly", "-p", "no:cacheprovider", "--create-db", *ini, *apps)
-    assert "6 passed" in out, out
+    assert "8 passed" in out, out

@@ -1,5 +1,6 @@
 """``maintenance_tasks.testing.run_processor``: a run to the end inside a test's transaction."""
 
+import io
 import threading
 import traceback
 import uuid
@@ -14,8 +15,8 @@ from maintenance_tasks.heartbeat import Heartbeat
 from maintenance_tasks.models import Run, RunEvent
 from maintenance_tasks.status import RunStatus
 from maintenance_tasks.testing import run_processor
-from testproject.testapp.maintenance import Boom, IncrementItems, IncrementItemsAutocommit, SlowRetryBatches
-from testproject.testapp.models import Item
+from testproject.testapp.maintenance import Boom, IncrementItems, IncrementItemsAutocommit, RecordRows, SlowRetryBatches
+from testproject.testapp.models import Item, Seen
 from testproject.testapp.other import Hidden
 
 
@@ -128,3 +129,18 @@ class RunProcessorInATestCase(TestCase):
             run_processor(IncrementItems, {"fail_at": items[0].pk})
         self.assertEqual(caught.exception.run.status, RunStatus.ERRORED)
         self.assertEqual(caught.exception.run.tick_count, 0)
+
+
+@pytest.mark.django_db
+def test_runs_a_csv_processor_over_the_file_given(settings, tmp_path):
+    settings.MEDIA_ROOT = tmp_path  # where the run's file is stored (CSV_STORAGE: the default storage)
+    run = run_processor(RecordRows, csv_file=io.BytesIO(b"id,name\n1,ada\n2,grace\n"))
+    assert (run.status, run.tick_count, run.tick_total) == (RunStatus.SUCCEEDED, 2, 2)
+    assert sorted(Seen.objects.values_list("value", flat=True)) == [
+        '{"id": "1", "name": "ada"}',
+        '{"id": "2", "name": "grace"}',
+    ]
+    with pytest.raises(ValidationError) as caught:
+        run_processor(RecordRows)  # a CSV processor without a file: refused, nothing saved
+    assert "csv_file" in caught.value.message_dict
+    assert Run.objects.count() == 1

@@ -28,6 +28,7 @@ class Command(BaseCommand):
                 "Define process_batch(items) instead of process(item).",
             ),
             ("--no-collection", scaffold.NO_COLLECTION, "No collection(): process() is called once."),
+            ("--csv", scaffold.CSV, "Read each run's CSV file: process(row) gets each row as a dict."),
         ):
             kind.add_argument(flag, dest="kind", action="store_const", const=const, help=text)
         parser.set_defaults(kind=scaffold.ITEMS)

@@ -164,11 +164,11 @@ def test_after_a_crash_between_the_two_commits_the_run_goes_on_from_the_database
     mirror = Engine._checkpoint
     mirrored = []
 
-    def dies_before_the_second_mirror(engine, cursor, tick_count):
+    def dies_before_the_second_mirror(engine, cursor, tick_count, **fields):
         if len(mirrored) == 1:
             raise StaleAttempt("the process died here")  # nothing more is written: as after kill -9
         mirrored.append(tick_count)
-        mirror(engine, cursor, tick_count)
+        mirror(engine, cursor, tick_count, **fields)
 
     monkeypatch.setattr(Engine, "_checkpoint", dies_before_the_second_mirror)
     run = perform("IncrementLegacyItems")

@@ -6,12 +6,13 @@ Usage: .venv/bin/python bench/traffic.py [--rows N] [--rate TX_PER_S] [--seconds
 Creates a database of its own (``bench_traffic`` on DATABASE_URL's server, or the one
 --database-url names), migrates it, seeds N rows (default 1,000,000) in testapp's BenchRow
 table and pgbench's tables (``pgbench -i -s S``), then runs pgbench at a fixed rate with a
-light script that touches the backfilled table too (see SCRIPT), in three phases:
+light script that touches the backfilled table too (see SCRIPT), in four phases:
 
 - idle: pgbench alone for --seconds-idle seconds;
 - fixed batch 10,000: BenchUpdate over every row, batch_size 10,000, no throttle;
 - protected: BenchProtectedUpdate, the defaults (batch_size 100) with batch_time 0.1 and
-  throttle_on DatabaseLoad(max_active=3).
+  throttle_on DatabaseLoad(max_active=3);
+- protected, batch_size 1,000: the same with batches of 1,000 rows at most.
 
 Prints p50/p99 of each phase's transaction latencies, each p99 as a ratio to idle, each
 backfill's rows/s, and a verdict against the aims (protected p99 at most 1.2 x idle, protected
@@ -244,6 +245,8 @@ def bench(options: argparse.Namespace, load: Load) -> None:
     phases = [
         ("fixed", f"fixed batch {FIXED_BATCH:,}", engine_side("BenchUpdate", None, FIXED_BATCH)),
         ("protected", "protected", engine_side("BenchProtectedUpdate", None, 100)),
+        # The same with batches of 1,000 at most: fewer statements per row, still ~0.1 s transactions.
+        ("protected_1000", "protected, batch_size 1,000", engine_side("BenchProtectedUpdate", None, 1000)),
     ]
     for phase, label, side in phases:
         settle()
@@ -254,7 +257,7 @@ def bench(options: argparse.Namespace, load: Load) -> None:
             f"{label}: p50 {percentile(latencies, 0.5):.1f} ms, p99 {percentile(latencies, 0.99):.1f} ms "
             f"({ratios[phase]:.2f} x idle), {speeds[phase]:,.0f} rows/s"
         )
-        if phase == "protected":
+        if phase.startswith("protected"):
             throttled = Run.objects.latest("pk").throttled_seconds
             line += f" ({speeds[phase] / speeds['fixed']:.2f} x unprotected), throttled {throttled:.1f}s"
         print(f"{line}; {len(latencies):,} transactions", flush=True)

@@ -1,5 +1,7 @@
 """The admin's batch size and batch time: the start form's "Advanced" part, and tuning an active run."""
 
+# ruff: noqa: F811 (the operator and viewer fixtures come from test_admin)
+
 import re
 
 import pytest
@@ -10,29 +12,11 @@ from maintenance_tasks.status import RunStatus
 from testproject.testapp.models import Item
 
 from .factories import RunFactory, TaskFactory
-from .test_admin import ALL_PERMS, make_user, processor_url, run_url
+from .test_admin import messages_of, operator, processor_url, run_url, viewer  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.django_db
 
 PACED = "testproject.testapp.maintenance.PacedBatches"
-
-
-@pytest.fixture
-def operator(client):
-    user = make_user("alice", *ALL_PERMS)
-    client.force_login(user)
-    return user
-
-
-@pytest.fixture
-def viewer(client):
-    user = make_user("victor", "view_task", "view_run")
-    client.force_login(user)
-    return user
-
-
-def messages_of(response):
-    return [str(message) for message in response.context["messages"]]
 
 
 def test_the_start_form_has_batch_size_and_batch_time_in_a_collapsed_advanced_part(operator, client):

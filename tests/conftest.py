@@ -140,19 +140,19 @@ def on_sqlite() -> bool:
     return connection.vendor == "sqlite"
 
 
-def kill_9_and_resume(manage, command: Command, run, seed: int, after_kill=None):
+def kill_9_and_resume(manage, command: Command, run, seed: int, after_kill=None, *, kills=3, longest=0.4, **env):
     """Kill -9 ``command`` at random moments (from ``seed``), resuming ``run`` with --force after each.
 
-    Up to three times: wait up to 0.4 s, kill it, and unless the run has ended, check that it was
-    left running (and ``after_kill(run)``, if given) and take it over in a new command. Then wait
+    Up to ``kills`` times: wait up to ``longest`` seconds, kill it, and unless the run has ended, check that it was
+    left running (and ``after_kill(run)``, if given) and take it over in a new command (with ``env``). Then wait
     for the last command to succeed. Return the run, refreshed.
     """
     from maintenance_tasks.models import Run
     from maintenance_tasks.status import RunStatus
 
     rng = random.Random(seed)
-    for kills in range(1, 4):
-        time.sleep(rng.uniform(0.0, 0.4))
+    for killed in range(1, kills + 1):
+        time.sleep(rng.uniform(0.0, longest))
         command.kill()
         run.refresh_from_db()
         if run.status == RunStatus.SUCCEEDED:
@@ -161,10 +161,10 @@ def kill_9_and_resume(manage, command: Command, run, seed: int, after_kill=None)
         if after_kill is not None:
             after_kill(run)
         # Its heartbeat is fresh, so take it over explicitly.
-        command = manage("run_maintenance_task", "--resume", str(run.pk), "--force")
-        wait_for(lambda n=kills: Run.objects.get(pk=run.pk).attempt > n)
+        command = manage("run_maintenance_task", "--resume", str(run.pk), "--force", **env)
+        wait_for(lambda n=killed: Run.objects.get(pk=run.pk).attempt > n, timeout=60)
     else:
-        code, out, err = command.wait()
+        code, out, err = command.wait(timeout=600)
         assert code == 0, f"seed {seed}: {err}"
     run.refresh_from_db()
     return run

@@ -3,7 +3,6 @@
 import random
 import subprocess
 import sys
-import time
 
 import pytest
 from django.db.models import Count
@@ -11,7 +10,7 @@ from django.db.models import Count
 from maintenance_tasks.models import Run
 from maintenance_tasks.status import RunStatus
 from testproject.testapp.models import Seen
-from tests.conftest import ROOT, child_env, deadline, wait_for
+from tests.conftest import ROOT, child_env, deadline, kill_9_and_resume, wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.processes]
 
@@ -65,9 +64,7 @@ def test_a_bad_file_is_one_line_and_exit_status_2_with_nothing_saved(media, args
 
 
 def test_kill_9_at_random_moments_then_resume_processes_every_row_once(manage, tmp_path, media):
-    rng = random.Random()
-    seed = rng.randrange(10**6)
-    rng.seed(seed)
+    seed = random.Random().randrange(10**6)
     path = tmp_path / "ids.csv"
     with path.open("w") as file:
         file.write("id,note\n")
@@ -79,19 +76,7 @@ def test_kill_9_at_random_moments_then_resume_processes_every_row_once(manage, t
     )
     run = wait_for(lambda: Run.objects.filter(status=RunStatus.RUNNING, tick_count__gt=0).first(), timeout=60)
     assert run.tick_total == ROWS
-    for kills in range(1, 6):
-        time.sleep(rng.uniform(0.0, 1.5))
-        command.kill()
-        run.refresh_from_db()
-        if run.status == RunStatus.SUCCEEDED:
-            break
-        assert run.status == RunStatus.RUNNING, f"seed {seed}"
-        command = manage("run_maintenance_task", "--resume", str(run.pk), "--force", MEDIA_ROOT=str(media))
-        wait_for(lambda n=kills: Run.objects.get(pk=run.pk).attempt > n, timeout=60)
-    else:
-        code, _, err = command.wait(timeout=600)
-        assert code == 0, f"seed {seed}: {err}"
-    run.refresh_from_db()
+    run = kill_9_and_resume(manage, command, run, seed, kills=5, longest=1.5, MEDIA_ROOT=str(media))
     assert (run.status, run.tick_count) == (RunStatus.SUCCEEDED, ROWS)
     assert Seen.objects.count() == ROWS, f"seed {seed}"
     assert not Seen.objects.values("value").annotate(n=Count("id")).filter(n__gt=1).exists(), f"seed {seed}"

@@ -14,6 +14,10 @@ moving average of seconds per item, never more than twice the size before, so th
 load keeps a steady size and a slow spell is answered at once.
 
 Without ``batch_time`` (None) each batch is one transaction of ``batch_size`` items, as before.
+
+``sleep_ratio`` paces a run on a busy database: after each commit the run sleeps that many times
+the time the work since the last sleep took (1.0: half the time working, half sleeping), so that
+the traffic gets the database between transactions whatever their size.
 This module is a leaf: the engine hands it the batches and a way to read the run's tuning.
 """
 
@@ -34,6 +38,8 @@ SMOOTHING = 0.5
 MAX_GROWTH = 2.0
 #: A new size within this fraction of the current one leaves the size as it is (no jitter on noise).
 DEAD_BAND = 0.1
+#: The largest ``sleep_ratio``: a run that sleeps 100 times as long as it works.
+MAX_SLEEP_RATIO = 100
 
 
 def tuning_errors(batch_size: Any = None, batch_time: Any = None) -> dict[str, str]:
@@ -55,6 +61,9 @@ def tuning_errors(batch_size: Any = None, batch_time: Any = None) -> dict[str, s
 def sizing_problems(processor: Any) -> list[str]:
     """Return why a processor's ``batch_time`` or ``min_batch_size`` cannot size its batches."""
     problems = []
+    ratio = processor.sleep_ratio
+    if isinstance(ratio, bool) or not isinstance(ratio, int | float) or not 0 <= ratio <= MAX_SLEEP_RATIO:
+        problems.append(f"sleep_ratio must be a number from 0 to {MAX_SLEEP_RATIO:g}, not {ratio!r}.")
     if processor.batch_time is not None and tuning_errors(batch_time=processor.batch_time):
         problems.append(
             f"batch_time must be None or a number of seconds, above 0 and at most 3600, not {processor.batch_time!r}."
@@ -167,6 +176,7 @@ class Pacer:
         # What the run recorded in its slices before this one.
         self.latest, self.smallest, self.largest = run.batch_size_latest, run.batch_size_min, run.batch_size_max
         self.commits: int = run.commits
+        self.working_since = time.monotonic()
         self.tune(run.batch_size, run.batch_time)
 
     def tune(self, batch_size: int | None, batch_time: float | None) -> None:
@@ -205,10 +215,15 @@ class Pacer:
         self.largest = asked if self.largest is None else max(self.largest, asked)
         self.source.batch_size = self.sizer.record(items, seconds)
 
+    def rest(self) -> float:
+        """After a commit: return the seconds to sleep, ``sleep_ratio`` times those worked since the last sleep."""
+        return self.processor.sleep_ratio * (time.monotonic() - self.working_since)
+
     def committed(self) -> None:
-        """After a commit: take the run's new tuning if it is time to look."""
+        """After a commit and its sleep: take the run's new tuning if it is time to look; work starts again."""
         if time.monotonic() - self.tuned_at >= self.tune_interval:
             self.tune(*self.read_tuning())
+        self.working_since = time.monotonic()
 
     def commit_fields(self) -> dict[str, Any]:
         """Return the run's fields the checkpoint of a group writes: the batch sizes used, and the commits with it."""

@@ -37,6 +37,8 @@ from .throttling import STOPPED, Throttle
 #: Why the loop stopped before the end (besides a pause or cancel request: its status).
 INTERRUPT = "interrupt"
 SLICE = "slice"
+#: Seconds between looks for a stop while a run sleeps after a commit (``sleep_ratio``).
+REST_LOOK = 0.1
 
 
 class BatchLoop:
@@ -110,7 +112,7 @@ class BatchLoop:
             if held:
                 self._checkpoint(*end, **sizes)  # the run mirrors the group committed on the other database
             self._check_stop()
-            if self._stops_after_throttling(processor):
+            if self._rests(pacer) or self._stops_after_throttling(processor):
                 break
             pacer.committed()
         for batch in () if processor.atomic else batches:
@@ -119,12 +121,22 @@ class BatchLoop:
                 self._done(batch, batch.size - 1, batch.size)
             else:
                 self._handle_each(batch, self.skips.guard(batch, handle))
-            if self._stops_after_throttling(processor):
+            if self._rests(pacer) or self._stops_after_throttling(processor):
                 break
             pacer.committed()
         if held and not self.stop_reason:  # all walked: the run has mirrored the last batch
             held.forget()
         self._settle()
+
+    def _rests(self, pacer: Pacer) -> bool:
+        """Sleep as ``sleep_ratio`` asks after a commit, answering stops and requests; return whether the run stops."""
+        end = time.monotonic() + pacer.rest()
+        while not self.stop_reason and (now := time.monotonic()) < end:
+            time.sleep(min(end - now, REST_LOOK))
+            self._check_stop()
+            if time.monotonic() - self.last_write >= self.checkpoint_interval:
+                self._write()  # a heartbeat, and a look for pause/cancel requests
+        return bool(self.stop_reason)
 
     def _stops_after_throttling(self, processor: Processor) -> bool:
         """Wait while a throttle condition holds (see ``throttling``); return whether the run stops here."""

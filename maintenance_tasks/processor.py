@@ -48,6 +48,9 @@ class Processor(LifecycleCallbacks, Reporting):
     #: None: one transaction per batch of ``batch_size``. Default: the BATCH_TIME setting.
     batch_time: ClassVar[float | None] = SettingDefault("BATCH_TIME")  # type: ignore[assignment]  # a descriptor
     min_batch_size: ClassVar[int] = 1  #: the smallest batch a slow spell shrinks batches to
+    #: After each commit, sleep this many times the time the transaction took: 1.0 leaves the database
+    #: to others half the time (see ``batching``); 0: no sleep.
+    sleep_ratio: ClassVar[float] = 0.0
     #: Run each batch and the checkpoint that records it in one transaction.
     atomic: ClassVar[bool] = True
     #: Columns, unique together, that order a QuerySet collection (default: the primary key).

@@ -916,3 +916,9 @@ class PacedBatches(Processor):
         BatchLog.objects.create(
             shard=0, first_pk=pks[0], size=len(pks), pid=os.getpid(), started=started, ended=time.time()
         )
+
+
+class RestingBatches(PacedBatches):
+    """PacedBatches sleeping a hundred times as long as each transaction after it (tests patch the ratio)."""
+
+    sleep_ratio = 100.0

@@ -1,6 +1,6 @@
 """ReplicationLag against a real PostgreSQL streaming replica (port 5433, made by scripts/services).
 
-The test pauses replay on the replica (``pg_wal_replay_pause()``) while a foreground run writes
+The tests pause replay on the replica (``pg_wal_replay_pause()``) while a foreground run writes
 on the primary: the lag the primary sees in ``pg_stat_replication`` grows, and the run must wait,
 then go on once replay resumes, each batch still applied once. Past ``critical`` it is paused.
 An advisory lock on the primary keeps suites sharing the servers from pausing replay together.
@@ -11,11 +11,13 @@ import time
 
 import psycopg
 import pytest
-from django.db import connection
+from django.db import connection, connections
+from django.db.backends.postgresql.base import DatabaseWrapper
 from django.db.models import Count
 
 from maintenance_tasks.models import Run
 from maintenance_tasks.status import RunStatus
+from maintenance_tasks.throttles import ReplicationLag
 from testproject.testapp.models import Item
 
 from .conftest import deadline, wait_for
@@ -111,3 +113,35 @@ def test_past_critical_lag_the_backfill_is_paused(manage, replay):
         1: run.tick_count,
         0: 400 - run.tick_count,
     }
+
+
+@pytest.fixture
+def replica_alias(replay):
+    """Name the replica as a database alias of its own (``replica``), as a project with a read replica does."""
+    # The test database is replicated too: the same settings but the port.
+    replica = DatabaseWrapper({**connection.settings_dict, "HOST": "127.0.0.1", "PORT": 5433}, alias="replica")
+    connections["replica"] = replica
+    try:
+        yield "replica"
+    finally:
+        replica.close()
+        del connections["replica"]
+
+
+def test_on_a_replica_alias_the_lag_is_how_long_its_replay_is_behind(replay, replica_alias):
+    condition = ReplicationLag(max_seconds=1, using=replica_alias)
+    with connections[replica_alias].cursor() as cursor:
+        cursor.execute("SELECT pg_is_in_recovery()")
+        assert cursor.fetchone() == (True,)  # the replica's own measure, not the primary's
+    wait_for(lambda: condition() is None)  # replay caught up: no lag
+    replay.execute("SELECT pg_wal_replay_pause()")
+
+    def lagging():
+        Item.objects.create()  # a write on the primary, received by the replica and not replayed
+        return condition()
+
+    reason = wait_for(lagging, timeout=60)
+    assert reason.endswith("s of replication lag on replica (max 1)"), reason
+    assert float(reason.split("s of")[0]) > 1
+    replay.execute("SELECT pg_wal_replay_resume()")
+    wait_for(lambda: condition() is None, timeout=60)  # replayed: the lag is gone

@@ -453,7 +453,8 @@ class BenchUpdate(Processor):
 class BenchProtectedUpdate(BenchUpdate):
     """BenchUpdate as on a live database (bench/traffic.py): short transactions, waiting while the database is busy."""
 
-    batch_time = 0.1  # batches grown or shrunk to about 0.1 s each, from the default batch_size
+    batch_time = 0.01  # transactions of about 0.01 s: few rows locked at a time (bench/traffic.py: PROTECTED_TIME)
+    sleep_ratio = 1.0  # after each transaction, a sleep as long: the traffic has the database half the time
     # More than 3 other active queries: the bench's 4 pgbench clients, which seldom run at once,
     # queue behind the backfill. Called through a function: the checks would warn on SQLite (W041).
     throttle_on = [lambda: DatabaseLoad(max_active=3)()]

@@ -137,6 +137,11 @@ class Processor(LifecycleCallbacks, Reporting):
             for name, annotation in annotations_of(cls).items():
                 if name.startswith("_") or get_origin(annotation) is ClassVar:
                     continue
+                if callable(inherited := getattr(Processor, name, None)) or isinstance(inherited, property):
+                    raise InvalidParameters(
+                        f"parameter {name!r} would hide Processor.{name}, which the engine or your code calls: "
+                        "name it otherwise."
+                    )
                 default = getattr(cls, name, MISSING)
                 try:
                     field = field_for(annotation, required=default is MISSING)

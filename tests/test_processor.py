@@ -231,3 +231,19 @@ def test_an_annotation_that_does_not_resolve_is_reported_as_e004():
     messages = Unresolved.check()
     assert [message.id for message in messages] == ["maintenance_tasks.E004"]
     assert "Unresolved: parameter 'x'" in messages[0].msg and "NameError" in messages[0].msg
+
+
+@pytest.mark.parametrize("name", ["log", "status", "process", "collection", "on_complete", "config"])
+def test_a_parameter_that_would_hide_the_processor_api_is_reported_as_e004(name):
+    hiding = type("Hiding", (Processor,), {"__annotations__": {name: str}, name: "x", "__module__": __name__})
+    with pytest.raises(TypeError, match=rf"parameter '{name}' would hide Processor.{name}, .*name it otherwise"):
+        hiding.parameters()
+    assert [message.id for message in hiding.check()] == ["maintenance_tasks.E004"]
+
+
+def test_parameters_may_share_the_name_of_a_processor_setting():
+    class Tunable(Processor):
+        batch_size: int = 100  # a setting the bench varies per run: a value, nothing hidden
+        region: str = "eu"
+
+    assert list(Tunable.parameters()) == ["batch_size", "region"]

@@ -38,13 +38,16 @@ SMOOTHING = 0.5
 MAX_GROWTH = 2.0
 #: A new size within this fraction of the current one leaves the size as it is (no jitter on noise).
 DEAD_BAND = 0.1
+#: A run's own values, each None for the processor's (``Run.tune()``).
+TUNING = ("batch_size", "batch_time", "sleep_ratio")
 #: The largest ``sleep_ratio``: a run that sleeps 100 times as long as it works.
 MAX_SLEEP_RATIO = 100
 
 
-def tuning_errors(batch_size: Any = None, batch_time: Any = None) -> dict[str, str]:
+def tuning_errors(batch_size: Any = None, batch_time: Any = None, sleep_ratio: Any = None) -> dict[str, str]:
     """Return a message per bad per-run override: ``batch_size`` a whole number, 1 or more;
-    ``batch_time`` a positive number of seconds (None: the processor's own, for both)."""
+    ``batch_time`` a positive number of seconds; ``sleep_ratio`` a number from 0 to MAX_SLEEP_RATIO
+    (None: the processor's own, for each)."""
     errors = {}
     if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
         errors["batch_size"] = f"batch_size must be a whole number, 1 or more, not {batch_size!r}."
@@ -55,15 +58,21 @@ def tuning_errors(batch_size: Any = None, batch_time: Any = None) -> dict[str, s
         or not 0 < batch_time <= 3600
     ):
         errors["batch_time"] = f"batch_time must be a number of seconds, above 0 and at most 3600, not {batch_time!r}."
+    if sleep_ratio is not None and not is_ratio(sleep_ratio):
+        errors["sleep_ratio"] = f"sleep_ratio must be a number from 0 to {MAX_SLEEP_RATIO}, not {sleep_ratio!r}."
     return errors
+
+
+def is_ratio(value: Any) -> bool:
+    """Return whether ``value`` is a ``sleep_ratio``: a number from 0 to MAX_SLEEP_RATIO."""
+    return not isinstance(value, bool) and isinstance(value, int | float) and 0 <= value <= MAX_SLEEP_RATIO
 
 
 def sizing_problems(processor: Any) -> list[str]:
     """Return why a processor's ``batch_time`` or ``min_batch_size`` cannot size its batches."""
     problems = []
-    ratio = processor.sleep_ratio
-    if isinstance(ratio, bool) or not isinstance(ratio, int | float) or not 0 <= ratio <= MAX_SLEEP_RATIO:
-        problems.append(f"sleep_ratio must be a number from 0 to {MAX_SLEEP_RATIO:g}, not {ratio!r}.")
+    if not is_ratio(ratio := processor.sleep_ratio):
+        problems.append(f"sleep_ratio must be a number from 0 to {MAX_SLEEP_RATIO}, not {ratio!r}.")
     if processor.batch_time is not None and tuning_errors(batch_time=processor.batch_time):
         problems.append(
             f"batch_time must be None or a number of seconds, above 0 and at most 3600, not {processor.batch_time!r}."
@@ -76,9 +85,9 @@ def sizing_problems(processor: Any) -> list[str]:
     return problems
 
 
-def validate_tuning(batch_size: Any = None, batch_time: Any = None) -> None:
+def validate_tuning(batch_size: Any = None, batch_time: Any = None, sleep_ratio: Any = None) -> None:
     """Raise ValidationError, one message per field, when an override is not valid."""
-    if errors := tuning_errors(batch_size, batch_time):
+    if errors := tuning_errors(batch_size, batch_time, sleep_ratio):
         raise ValidationError({field: [message] for field, message in errors.items()})
 
 
@@ -89,6 +98,15 @@ def describe(run: Any) -> str:
     low, high = run.batch_size_min, run.batch_size_max
     sizes = f"{low:,}" if low == high else f"{low:,} to {high:,}, latest {run.batch_size_latest:,}"
     return f"batches of {sizes} items; {run.commits:,} commit{'s' * (run.commits != 1)}"
+
+
+def describe_own(run: Any) -> str:
+    """Return the run's own values ("batch_size 7, batch_time 0.5s, sleep_ratio 1.0"), or "" if it has none."""
+    return ", ".join(
+        f"{name} {value}{'s' if name == 'batch_time' else ''}"
+        for name in TUNING
+        if (value := getattr(run, name)) is not None
+    )
 
 
 class BatchSizer:
@@ -154,8 +172,8 @@ class Group:
 class Pacer:
     """Group an atomic run's batches into transactions and size its batches; record what it used.
 
-    It starts with the run's own ``batch_size`` and ``batch_time`` (None: the processor's);
-    ``read_tuning()`` returns them as stored now, and is called after a commit at most once per
+    It starts with the run's own ``batch_size``, ``batch_time`` and ``sleep_ratio`` (None: the
+    processor's); ``read_tuning()`` returns them as stored now, and is called after a commit at most once per
     ``tune_interval`` seconds, so that a run tuned while it goes on takes the new values there.
     An autocommit processor's batches are neither grouped nor resized: only ``batch_size`` applies.
     """
@@ -165,26 +183,28 @@ class Pacer:
         processor: Any,
         source: Source,
         run: Any,
-        read_tuning: Callable[[], tuple[int | None, float | None]],
+        read_tuning: Callable[[], tuple[int | None, float | None, float | None]],
         tune_interval: float,
     ) -> None:
         self.processor, self.source = processor, source
         self.read_tuning, self.tune_interval = read_tuning, tune_interval
         self.sizer: BatchSizer  # made by the first tune()
-        self.tuning: tuple[int | None, float | None] | None = None  # the overrides applied
+        self.tuning: tuple[int | None, float | None, float | None] | None = None  # the overrides applied
+        self.sleep_ratio = 0.0
         self.tuned_at = -math.inf
         # What the run recorded in its slices before this one.
         self.latest, self.smallest, self.largest = run.batch_size_latest, run.batch_size_min, run.batch_size_max
         self.commits: int = run.commits
         self.working_since = time.monotonic()
-        self.tune(run.batch_size, run.batch_time)
+        self.tune(run.batch_size, run.batch_time, run.sleep_ratio)
 
-    def tune(self, batch_size: int | None, batch_time: float | None) -> None:
+    def tune(self, batch_size: int | None, batch_time: float | None, sleep_ratio: float | None = None) -> None:
         """Apply the run's overrides (None: the processor's) if they changed."""
         self.tuned_at = time.monotonic()
-        if (batch_size, batch_time) != self.tuning:
-            first, self.tuning = self.tuning is None, (batch_size, batch_time)
+        if (batch_size, batch_time, sleep_ratio) != self.tuning:
+            first, self.tuning = self.tuning is None, (batch_size, batch_time, sleep_ratio)
             processor = self.processor
+            self.sleep_ratio = processor.sleep_ratio if sleep_ratio is None else sleep_ratio
             batch_size = batch_size or processor.batch_size
             batch_time = (batch_time or processor.batch_time) if processor.atomic else None  # see the README
             if first:
@@ -217,7 +237,7 @@ class Pacer:
 
     def rest(self) -> float:
         """After a commit: return the seconds to sleep, ``sleep_ratio`` times those worked since the last sleep."""
-        return self.processor.sleep_ratio * (time.monotonic() - self.working_since)
+        return self.sleep_ratio * (time.monotonic() - self.working_since)
 
     def committed(self) -> None:
         """After a commit and its sleep: take the run's new tuning if it is time to look; work starts again."""

@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from . import dryrun, jobs, slots
 from .actors import local_actor
-from .batching import validate_tuning
+from .batching import TUNING, validate_tuning
 from .conf import app_settings
 from .csvfiles import kept_if_saved, store_csv
 from .exceptions import (
@@ -52,6 +52,7 @@ class Runner:
         csv_file: IO[bytes] | None = None,
         batch_size: int | None = None,
         batch_time: float | None = None,
+        sleep_ratio: float | None = None,
     ) -> Run:
         """Validate the config, create the task if needed and a run, and put it on the queue.
 
@@ -61,7 +62,8 @@ class Runner:
         an active run; nothing is saved then. Raise EnqueueFailed when the tasks backend refuses
         the job: the run is saved, errored, with the backend's message. With ``dry_run``, every
         batch is rolled back and the run reports the writes it would have made (see ``dryrun``).
-        ``batch_size`` and ``batch_time`` are the run's own (None: the processor's; see ``Run.tune()``).
+        ``batch_size``, ``batch_time`` and ``sleep_ratio`` are the run's own (None: the processor's;
+        see ``Run.tune()``).
         """
         run = Runner.create(
             processor,
@@ -71,6 +73,7 @@ class Runner:
             csv_file=csv_file,
             batch_size=batch_size,
             batch_time=batch_time,
+            sleep_ratio=sleep_ratio,
         )
         Runner._enqueue(run)
         return run
@@ -95,13 +98,14 @@ class Runner:
         csv_file: IO[bytes] | None = None,
         batch_size: int | None = None,
         batch_time: float | None = None,
+        sleep_ratio: float | None = None,
     ) -> Run:
         """Validate, then save an enqueued run without putting it on the queue (the caller performs it).
 
         Raise InvalidProcessor when the processor's class cannot run (its ``definition_problems()``),
         or cannot be dry-run when ``dry_run`` is asked for (an autocommit processor).
         ValidationError on ``csv_file`` when the CSV file is missing, not wanted or unreadable, and
-        on ``batch_size`` or ``batch_time`` when one is not a positive number.
+        on ``batch_size``, ``batch_time`` or ``sleep_ratio`` when one is out of its range.
         ``run_enqueued`` is sent once the new run commits.
         """
         path = registry.path_of(processor)
@@ -111,8 +115,9 @@ class Runner:
             raise InvalidProcessor(problem)
         jobs.slice_job(registry.get(path))  # a queue the backend refuses is an error now, not at commit
         canonical = registry.get(path).from_config(config).config
-        validate_tuning(batch_size, batch_time)
-        tuning = {name: value for name, value in [("batch_size", batch_size), ("batch_time", batch_time)] if value}
+        validate_tuning(batch_size, batch_time, sleep_ratio)
+        given = (batch_size, batch_time, sleep_ratio)
+        tuning = {name: value for name, value in zip(TUNING, given, strict=True) if value is not None}
         metadata = metadata if metadata is not None else local_actor("python")
         Runner.validate_metadata(metadata)
         csv = store_csv(registry.get(path), csv_file)  # checked and stored last, deleted if no run is saved

@@ -56,10 +56,15 @@ def test_tune_an_active_run_from_its_page(login):  # noqa: F811
     page.get_by_text("Tune this run", exact=True).click()
     page.fill("#tune-form #id_batch_size", "5")
     page.fill("#tune-form #id_batch_time", "0.25")
+    page.fill("#tune-form #id_sleep_ratio", "1.5")
     screenshot(page, "batch-time-tune")
     page.get_by_role("button", name="Tune", exact=True).click()
-    expect(page.locator(".messagelist")).to_contain_text(f"Tuned run {run.pk}: batch size 5, batch time 0.25s.")
-    expect(page.locator(".field-batches .readonly")).to_contain_text("this run's own: batch_size 5, batch_time 0.25s")
+    expect(page.locator(".messagelist")).to_contain_text(
+        f"Tuned run {run.pk}: batch size 5, batch time 0.25s, sleep ratio 1.5."
+    )
+    expect(page.locator(".field-batches .readonly")).to_contain_text(
+        "this run's own: batch_size 5, batch_time 0.25s, sleep_ratio 1.5"
+    )
     run.refresh_from_db()
-    assert (run.status, run.batch_size, run.batch_time) == (RunStatus.RUNNING, 5, 0.25)
+    assert (run.status, run.batch_size, run.batch_time, run.sleep_ratio) == (RunStatus.RUNNING, 5, 0.25, 1.5)
     assert RunEvent.objects.filter(run=run, action="tune", user="alice").exists()

@@ -15,7 +15,7 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
 from maintenance_tasks import dryrun
-from maintenance_tasks.batching import tuning_errors
+from maintenance_tasks.batching import TUNING, tuning_errors
 from maintenance_tasks.csvfiles import CSV_FIELD
 from maintenance_tasks.exceptions import InvalidParameters, UnknownProcessor, validation_error_text
 from maintenance_tasks.models import Schedule, ScheduleSource, Task
@@ -94,7 +94,7 @@ def start_form(processor: type[Processor], data: Any = None, files: Any = None) 
 
 
 class TuningForm(forms.Form):
-    """A run's own batch size and batch time, each empty for the processor's (see ``batching``)."""
+    """A run's own batch size, batch time and sleep ratio, each empty for the processor's (see ``batching``)."""
 
     batch_size = forms.IntegerField(
         label=gettext_lazy("Batch size"),
@@ -109,16 +109,24 @@ class TuningForm(forms.Form):
             "Empty: the processor's batch_time."
         ),
     )
+    sleep_ratio = forms.FloatField(
+        label=gettext_lazy("Sleep ratio"),
+        required=False,
+        help_text=gettext_lazy(
+            "After each commit, sleep this many times as long as the transaction took (1: half the time "
+            "asleep, leaving the database to the traffic; 0: no sleep). Empty: the processor's sleep_ratio."
+        ),
+    )
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
-        for field, message in tuning_errors(data.get("batch_size"), data.get("batch_time")).items():
+        for field, message in tuning_errors(*(data.get(name) for name in TUNING)).items():
             self.add_error(field, message)
         return data
 
     def tuning(self) -> dict[str, Any]:
         """Return the values entered, as ``Runner.run()`` and ``Run.tune()`` take them."""
-        return {"batch_size": self.cleaned_data["batch_size"], "batch_time": self.cleaned_data["batch_time"]}
+        return {name: self.cleaned_data[name] for name in TUNING}
 
 
 class RunOptionsForm(TuningForm):

@@ -152,6 +152,7 @@ class RunAdmin(ReadOnlyAdmin):
             skipped_items=skipped[: self.SKIPPED_SHOWN],
             more_skipped=len(skipped) > self.SKIPPED_SHOWN,
             batches=batching.describe(run),
+            own_tuning=batching.describe_own(run),
             tune_form=self.tune_form(request, run),
             next_url=request.get_full_path(),
         )
@@ -194,7 +195,7 @@ class RunAdmin(ReadOnlyAdmin):
         """Return the form to tune an active run, for a user who may pause it (None otherwise)."""
         if not run.is_active or not request.user.has_perm(PERMISSIONS["pause"]):
             return None
-        return TuningForm(initial={"batch_size": run.batch_size, "batch_time": run.batch_time})
+        return TuningForm(initial={name: getattr(run, name) for name in batching.TUNING})
 
     def tune_view(self, request: HttpRequest, run_id: int) -> HttpResponse:
         """Set an active run's own batch size and batch time (POST): its executor takes them at its next commit."""
@@ -219,10 +220,11 @@ class RunAdmin(ReadOnlyAdmin):
         except MaintenanceTaskError as error:
             self.message_user(request, str(error), messages.ERROR)
         else:
-            message = _("Tuned run %(id)s: batch size %(size)s, batch time %(time)s.") % {
+            message = _("Tuned run %(id)s: batch size %(size)s, batch time %(time)s, sleep ratio %(ratio)s.") % {
                 "id": run.pk,
                 "size": run.batch_size or _("the processor's"),
                 "time": _("%(s)ss") % {"s": run.batch_time} if run.batch_time else _("the processor's"),
+                "ratio": _("the processor's") if run.sleep_ratio is None else f"{run.sleep_ratio:g}",
             }
             self.log_change(request, run, message)
             self.message_user(request, message, messages.SUCCESS)

@@ -15,7 +15,7 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from maintenance_tasks.actors import local_actor
-from maintenance_tasks.batching import validate_tuning
+from maintenance_tasks.batching import TUNING, validate_tuning
 from maintenance_tasks.conf import app_settings, csv_storage
 from maintenance_tasks.exceptions import ConcurrentChange, InvalidTransition, RunAlreadyActive, RunNotStuck
 from maintenance_tasks.sensitive import masked_keys
@@ -138,10 +138,11 @@ class Run(models.Model):
     csv_file = models.FileField(
         _("CSV file"), upload_to="maintenance_tasks/csv/%Y/%m/", storage=csv_storage, max_length=255, blank=True
     )
-    # The run's own batch_size and batch_time (None: the processor's), changeable while it goes on
-    # (``tune()``); and the batch sizes it used (latest, smallest, largest) and its commits.
+    # The run's own batch_size, batch_time and sleep_ratio (None: the processor's), changeable while it
+    # goes on (``tune()``); and the batch sizes it used (latest, smallest, largest) and its commits.
     batch_size = models.PositiveIntegerField(_("batch size"), null=True, blank=True)
     batch_time = models.FloatField(_("batch time (s)"), null=True, blank=True)
+    sleep_ratio = models.FloatField(_("sleep ratio"), null=True, blank=True)
     batch_size_latest = models.PositiveIntegerField(_("latest batch size"), null=True, blank=True)
     batch_size_min = models.PositiveIntegerField(_("smallest batch size"), null=True, blank=True)
     batch_size_max = models.PositiveIntegerField(_("largest batch size"), null=True, blank=True)
@@ -314,32 +315,38 @@ class Run(models.Model):
         return self.request("cancel", CANCEL_TARGETS, actor)
 
     def tune(
-        self, *, batch_size: int | None = None, batch_time: float | None = None, actor: dict[str, Any] | None = None
+        self,
+        *,
+        batch_size: int | None = None,
+        batch_time: float | None = None,
+        sleep_ratio: float | None = None,
+        actor: dict[str, Any] | None = None,
     ) -> Run:
-        """Set the run's own batch_size and batch_time (None: the processor's), in the audit trail.
+        """Set the run's own batch_size, batch_time and sleep_ratio (None: the processor's), in the audit trail.
 
         Raise ValidationError for a bad value and InvalidTransition when the run has ended; its
         executor takes the new values at its next commit (within about CHECKPOINT_INTERVAL).
         """
-        validate_tuning(batch_size, batch_time)
+        validate_tuning(batch_size, batch_time, sleep_ratio)
+        new = dict(zip(TUNING, (batch_size, batch_time, sleep_ratio), strict=True))
 
         def tune() -> None:
-            status, *old = (
-                Run.objects.select_for_update().values_list("status", "batch_size", "batch_time").get(pk=self.pk)
-            )
+            status, *old = Run.objects.select_for_update().values_list("status", *TUNING).get(pk=self.pk)
             if status not in ACTIVE_STATUSES:
                 raise InvalidTransition(self.pk, status, "", "tune it")
-            Run.objects.filter(pk=self.pk).update(batch_size=batch_size, batch_time=batch_time)
-            self.status, self.batch_size, self.batch_time = status, batch_size, batch_time
-            detail = {"batch_size": [old[0], batch_size], "batch_time": [old[1], batch_time]}
+            Run.objects.filter(pk=self.pk).update(**new)
+            self.status = status
+            for name, value in new.items():
+                setattr(self, name, value)
+            detail = {name: [before, new[name]] for name, before in zip(TUNING, old, strict=True)}
             RunEvent.objects.log(self, "tune", status, status, actor or local_actor("python"), **detail)
 
         write_when_free(tune)
         return self
 
-    def read_tuning(self) -> tuple[int | None, float | None]:
-        """Return the run's own batch_size and batch_time as stored now (None: the processor's)."""
-        return Run.objects.values_list("batch_size", "batch_time").get(pk=self.pk)
+    def read_tuning(self) -> tuple[Any, ...]:
+        """Return the run's own batch_size, batch_time and sleep_ratio as stored now (None: the processor's)."""
+        return Run.objects.values_list(*TUNING).get(pk=self.pk)
 
     def is_stuck(self, now: Any = None) -> bool:
         """Return whether the run has waited in pausing/cancelling, unchanged, for STUCK_AFTER."""

@@ -65,10 +65,12 @@ def csv_input(path: str | None) -> contextlib.AbstractContextManager[IO[bytes] |
         raise CommandError(f"--csv: cannot open {path}: {error.strerror}.", returncode=BAD_INPUT) from None
 
 
-def tuning_options(batch_size: str | None, batch_time: str | None) -> dict[str, Any]:
-    """Return ``--batch-size`` and ``--batch-time`` as the run's own values; raise a one-line CommandError if bad."""
+def tuning_options(batch_size: str | None, batch_time: str | None, sleep_ratio: str | None) -> dict[str, Any]:
+    """Return ``--batch-size``, ``--batch-time`` and ``--sleep-ratio`` as the run's own values;
+    raise a one-line CommandError if one is bad."""
     tuning: dict[str, Any] = {}
-    for option, text, cast in (("batch_size", batch_size, int), ("batch_time", batch_time, float)):
+    given = (("batch_size", batch_size, int), ("batch_time", batch_time, float), ("sleep_ratio", sleep_ratio, float))
+    for option, text, cast in given:
         if text is None:
             continue
         try:
@@ -136,6 +138,11 @@ class Command(BaseCommand):
         parser.add_argument(
             "--batch-time", metavar="SECONDS", help="Seconds each transaction should take, for this run."
         )
+        parser.add_argument(
+            "--sleep-ratio",
+            metavar="RATIO",
+            help="After each commit, sleep this many times as long as the transaction took, for this run.",
+        )
 
     def handle(
         self,
@@ -151,6 +158,7 @@ class Command(BaseCommand):
         wait: bool,
         batch_size: str | None,
         batch_time: str | None,
+        sleep_ratio: str | None,
         verbosity: int,
         **options: Any,
     ) -> None:
@@ -161,7 +169,7 @@ class Command(BaseCommand):
         if dry_run and resume is not None:
             raise CommandError("--dry-run starts a run; a resumed run goes on as it began.", returncode=BAD_INPUT)
         given = {**json_object(config), **dict(name_value(param) for param in params)}
-        tuning = tuning_options(batch_size, batch_time)
+        tuning = tuning_options(batch_size, batch_time, sleep_ratio)
         try:
             if resume is not None:
                 if processor or config is not None or params or csv is not None:
@@ -173,7 +181,7 @@ class Command(BaseCommand):
                 if run is None:
                     raise CommandError(f"There is no run {resume}.", returncode=BAD_INPUT)
                 if tuning:
-                    run.tune(**{"batch_size": run.batch_size, "batch_time": run.batch_time, **tuning}, actor=actor)
+                    run.tune(**{**{name: getattr(run, name) for name in batching.TUNING}, **tuning}, actor=actor)
                 Runner.resume(run, actor=actor, force=force, execute=background)
             else:
                 if not processor:

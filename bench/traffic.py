@@ -2,21 +2,23 @@
 
 Usage: .venv/bin/python bench/traffic.py [--rows N] [--rate TX_PER_S] [--seconds-idle S]
                                          [--scale S] [--database-url URL]
+                                         [--batch-size N] [--batch-time S] [--sleep-ratio R]
 
 Creates a database of its own (``bench_traffic`` on DATABASE_URL's server, or the one
 --database-url names), migrates it, seeds N rows (default 1,000,000) in testapp's BenchRow
 table and pgbench's tables (``pgbench -i -s S``), then runs pgbench at a fixed rate with a
-light script that touches the backfilled table too (see SCRIPT), in four phases:
+light script that touches the backfilled table too (see SCRIPT), in six phases:
 
 - idle: pgbench alone for --seconds-idle seconds;
 - a busy core: another process spinning one core for --seconds-idle seconds, without any
   database work: what any client running on this machine costs the load, at the least;
 - fixed batch 10,000: BenchUpdate over every row, batch_size 10,000, no throttle;
-- protected: BenchProtectedUpdate, batches of 500 in transactions of about 0.01 s
-  (batch_time), a sleep as long as each transaction after it (sleep_ratio 1), and throttle_on
-  DatabaseLoad(max_active=3);
+- protected: a run of BenchProtectedUpdate (throttle_on DatabaseLoad(max_active=3)) with its
+  own batch_size 500, batch_time 0.01 (transactions of about 10 ms) and sleep_ratio 1 (a
+  sleep as long after each), or the --batch-size, --batch-time and --sleep-ratio given;
 - protected, by hand: the best loop written by hand with the same pacing (keyset batches of
-  500 and the cursor written in transactions of about 0.01 s, each followed by a sleep as long);
+  --batch-size and the cursor written in transactions of about --batch-time, each followed by
+  a sleep --sleep-ratio times as long);
 - idle again: pgbench alone, to show how much idle latency itself varies on the machine.
 
 Prints p50/p99 of each phase's transaction latencies, each p99 as a ratio to idle (both idle
@@ -44,8 +46,8 @@ from engine import ROOT, create_postgresql, drop_postgresql, engine_side, measur
 
 DATABASE = "bench_traffic"
 FIXED_BATCH = 10_000
-#: The protected run's batch_size, and the batch_time of BenchProtectedUpdate (the loop by hand paces alike).
-PROTECTED_BATCH, PROTECTED_TIME = 500, 0.01
+#: The protected run's batch_size, batch_time and sleep_ratio by default (the loop by hand paces alike).
+PROTECTED_BATCH, PROTECTED_TIME, PROTECTED_RATIO = 500, 0.01, 1.0
 CLIENTS, THREADS = 4, 2
 #: pgbench's connections carry this name, so that the bench can find and end them.
 APPLICATION = "bench_traffic_load"
@@ -79,6 +81,16 @@ def positive(kind: type[int] | type[float]):
     return parse
 
 
+def ratio(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"{text} is not from 0 to 100")
+    return value
+
+
 def default_url() -> str:
     """Return DATABASE_URL's PostgreSQL server with the database ``bench_traffic``, else the local server's."""
     parts = urlsplit(os.environ.get("DATABASE_URL", ""))
@@ -93,6 +105,24 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--rate", type=positive(float), default=200, help="pgbench transactions/s (default 200)")
     parser.add_argument("--seconds-idle", type=positive(float), default=30, help="idle phase (default 30 s)")
     parser.add_argument("--scale", type=positive(int), default=10, help="pgbench -i scale (default 10)")
+    parser.add_argument(
+        "--batch-size",
+        type=positive(int),
+        default=PROTECTED_BATCH,
+        help=f"the protected run's batch_size (default {PROTECTED_BATCH})",
+    )
+    parser.add_argument(
+        "--batch-time",
+        type=positive(float),
+        default=PROTECTED_TIME,
+        help=f"the protected run's batch_time (default {PROTECTED_TIME})",
+    )
+    parser.add_argument(
+        "--sleep-ratio",
+        type=ratio,
+        default=PROTECTED_RATIO,
+        help=f"the protected run's sleep_ratio (default {PROTECTED_RATIO:g})",
+    )
     parser.add_argument(
         "--database-url",
         default=default_url(),
@@ -233,7 +263,8 @@ def bench(options: argparse.Namespace, load: Load) -> None:
     print(
         f"== postgresql {version // 10000}.{version % 10000}: {options.rows:,} rows seeded in "
         f"{time.perf_counter() - started:.1f}s; pgbench at {options.rate:g} tx/s ({CLIENTS} clients), "
-        f"p50/p99 from each transaction's scheduled start",
+        f"p50/p99 from each transaction's scheduled start; protected: batch_size {options.batch_size}, "
+        f"batch_time {options.batch_time:g}, sleep_ratio {options.sleep_ratio:g}",
         flush=True,
     )
 
@@ -250,8 +281,8 @@ def bench(options: argparse.Namespace, load: Load) -> None:
     phases = [
         ("busy core", spin_one_core(options.seconds_idle)),
         (f"fixed batch {FIXED_BATCH:,}", engine_side("BenchUpdate", None, FIXED_BATCH)),
-        ("protected", engine_side("BenchProtectedUpdate", None, PROTECTED_BATCH)),
-        ("protected, by hand", hand_protected),
+        ("protected", protected_side(options)),
+        ("protected, by hand", lambda: hand_protected(options)),
     ]
     results: dict[str, tuple[list[float], float]] = {}  # latencies, rows/s
     for phase, side in phases:
@@ -304,29 +335,52 @@ def spin_one_core(seconds: float):
     return side
 
 
-def hand_protected() -> int:
-    """The best loop by hand with the protected run's pacing: keyset batches of PROTECTED_BATCH rows,
-    updated with the cursor written in transactions of about PROTECTED_TIME, each followed by a sleep
-    as long (sleep_ratio 1)."""
+def protected_side(options: argparse.Namespace):
+    """Return a bench side: a run of BenchProtectedUpdate with the options' batch_size, batch_time and sleep_ratio."""
+    from maintenance_tasks.actors import local_actor
+    from maintenance_tasks.engine import Engine
+    from maintenance_tasks.runner import Runner
+    from maintenance_tasks.status import RunStatus
+
+    def side() -> int:
+        run = Runner.create(
+            "testproject.testapp.maintenance.BenchProtectedUpdate",
+            {"batch_size": options.batch_size},
+            metadata=local_actor("bench"),
+            batch_time=options.batch_time,
+            sleep_ratio=options.sleep_ratio,
+        )
+        Engine(run).perform()
+        if run.status != RunStatus.SUCCEEDED:
+            raise SystemExit(f"the protected run {run.pk} ended {run.status}: {run.error_class} {run.error_message}")
+        return run.tick_count
+
+    return side
+
+
+def hand_protected(options: argparse.Namespace) -> int:
+    """The best loop by hand with the protected run's pacing: keyset batches of --batch-size rows,
+    updated with the cursor written in transactions of about --batch-time seconds, each followed by
+    a sleep --sleep-ratio times as long."""
     from django.db import transaction
     from django.db.models import F
 
     from testproject.testapp.maintenance import bench_rows
     from testproject.testapp.models import BenchCursor
 
-    rows = bench_rows(None)
+    rows, size = bench_rows(None), options.batch_size
     cursor_row = BenchCursor.objects.filter(pk=BenchCursor.objects.get_or_create(pk=1)[0].pk)
     last, done, keys = 0, 0, [0]
     while keys:
         started = time.monotonic()
         with transaction.atomic():
-            while keys := list(rows.filter(pk__gt=last).order_by("pk").values_list("pk", flat=True)[:PROTECTED_BATCH]):
+            while keys := list(rows.filter(pk__gt=last).order_by("pk").values_list("pk", flat=True)[:size]):
                 rows.filter(pk__gt=last, pk__lte=keys[-1]).update(counter=F("counter") + 1)
                 done, last = done + len(keys), keys[-1]
-                if time.monotonic() - started >= PROTECTED_TIME:
+                if time.monotonic() - started >= options.batch_time:
                     break
             cursor_row.update(cursor=str(last))
-        time.sleep(time.monotonic() - started)
+        time.sleep(options.sleep_ratio * (time.monotonic() - started))
     return done
 
 

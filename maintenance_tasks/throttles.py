@@ -71,8 +71,8 @@ class ReplicationLag(DatabaseCondition):
 
     On a PostgreSQL primary, the largest replay lag of ``pg_stat_replication``; on a PostgreSQL
     replica alias, how long its replay has been behind what it received; on a MariaDB/MySQL
-    replica alias, ``Seconds_Behind_Master`` of ``SHOW REPLICA STATUS`` (a replica whose
-    replication is stopped holds too). A server that is neither gives no lag.
+    replica alias, ``Seconds_Behind_Master`` (MySQL: ``Seconds_Behind_Source``) of ``SHOW REPLICA
+    STATUS`` (a replica whose replication is stopped holds too). A server that is neither gives no lag.
     """
 
     what = "s of replication lag"
@@ -95,7 +95,8 @@ class ReplicationLag(DatabaseCondition):
             row = cursor.fetchone()
             if row is None:
                 return None
-            lag = dict(zip([column[0] for column in cursor.description], row, strict=True))["Seconds_Behind_Master"]
+            status = dict(zip([column[0] for column in cursor.description], row, strict=True))
+            lag = status.get("Seconds_Behind_Master", status.get("Seconds_Behind_Source"))  # MariaDB; MySQL 8
             return float("inf") if lag is None else float(lag)
 
     def describe(self, value: float) -> str:

@@ -71,8 +71,8 @@ def test_a_stop_is_answered_while_the_run_sleeps(items, settings):
 @pytest.mark.parametrize(("request_name", "ended"), [("pause", RunStatus.PAUSED), ("cancel", RunStatus.CANCELLED)])
 def test_pause_and_cancel_from_another_process_are_answered_while_it_sleeps(items, manage, request_name, ended):
     command = manage(
-        "run_maintenance_task", RESTING, "--arg", "per_item=0.005", MAINTENANCE_CHECKPOINT_INTERVAL="0.2"
-    )  # a batch of 0.1 s, then a sleep of 10 s
+        "run_maintenance_task", RESTING, "--arg", "per_item=0.01", MAINTENANCE_CHECKPOINT_INTERVAL="0.2"
+    )  # a batch of 0.2 s, then a sleep of 20 s at least
     run = wait_for(lambda: Run.objects.filter(status=RunStatus.RUNNING, tick_count=20).first())
     getattr(Runner, request_name)(run)
     command.wait()

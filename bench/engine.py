@@ -171,15 +171,18 @@ def seed(rows: int) -> None:
 # -- the two sides of each case ----------------------------------------------------------
 
 
-def engine_side(name: str, upto: int | None, size: int) -> Callable[[], int]:
-    """Start a run of the processor as run_maintenance_task does, and perform it here."""
+def engine_side(name: str, upto: int | None, size: int, **tuning: float) -> Callable[[], int]:
+    """Start a run of the processor as run_maintenance_task does, and perform it here.
+
+    ``tuning``: the run's own batch_time and sleep_ratio (``Runner.create``), if any."""
     from maintenance_tasks.actors import local_actor
     from maintenance_tasks.engine import Engine
     from maintenance_tasks.runner import Runner
     from maintenance_tasks.status import RunStatus
 
     def side() -> int:
-        run = Runner.create(f"{PROCESSORS}.{name}", {"upto": upto, "batch_size": size}, metadata=local_actor("bench"))
+        config = {"upto": upto, "batch_size": size}
+        run = Runner.create(f"{PROCESSORS}.{name}", config, metadata=local_actor("bench"), **tuning)
         Engine(run).perform()
         if run.status != RunStatus.SUCCEEDED:
             raise SystemExit(f"{name} run {run.pk} ended {run.status}: {run.error_class} {run.error_message}")

@@ -278,18 +278,20 @@ def bench(options: argparse.Namespace, load: Load) -> None:
     with load.during("idle") as idle:
         time.sleep(options.seconds_idle)
 
-    phases = [
-        ("busy core", spin_one_core(options.seconds_idle)),
-        (f"fixed batch {FIXED_BATCH:,}", engine_side("BenchUpdate", None, FIXED_BATCH)),
-        ("protected", protected_side(options)),
-        ("protected, by hand", lambda: hand_protected(options)),
+    fixed = f"fixed batch {FIXED_BATCH:,}"
+    pacing = {"batch_time": options.batch_time, "sleep_ratio": options.sleep_ratio}
+    phases = [  # name, side, rows it processes (none: no backfill)
+        ("busy core", spin_one_core(options.seconds_idle), 0),
+        (fixed, engine_side("BenchUpdate", None, FIXED_BATCH), options.rows),
+        ("protected", engine_side("BenchProtectedUpdate", None, options.batch_size, **pacing), options.rows),
+        ("protected, by hand", lambda: hand_protected(options), options.rows),
     ]
     results: dict[str, tuple[list[float], float]] = {}  # latencies, rows/s
-    for phase, side in phases:
+    for phase, side, rows in phases:
         settle()
         with load.during(phase.replace(" ", "_").replace(",", "")) as latencies:
-            seconds, _cpu = measure(side, options.rows if side is not phases[0][1] else 0)
-        results[phase] = latencies, options.rows / seconds
+            seconds, _cpu = measure(side, rows)
+        results[phase] = latencies, rows / seconds
     settle()
     with load.during("idle_again") as idle_again:
         time.sleep(options.seconds_idle)
@@ -299,11 +301,11 @@ def bench(options: argparse.Namespace, load: Load) -> None:
               f"{len(latencies):,} transactions")  # fmt: skip
     print(f"idle, both phases: p99 {idle_p99:.1f} ms (the reference of the ratios below)")
 
-    fixed_speed = results[phases[1][0]][1]
+    fixed_speed = results[fixed][1]
     for phase, (latencies, speed) in results.items():
         line = f"{phase}: p50 {percentile(latencies, 0.5):.1f} ms, p99 {percentile(latencies, 0.99):.1f} ms "
         line += f"({percentile(latencies, 0.99) / idle_p99:.2f} x idle)"
-        if phase != phases[0][0]:
+        if speed:
             line += f", {speed:,.0f} rows/s"
         if phase.startswith("protected"):
             line += f" ({speed / fixed_speed:.2f} x unprotected)"
@@ -331,29 +333,6 @@ def spin_one_core(seconds: float):
         subprocess.run([sys.executable, "-c", f"import time\nend = time.monotonic() + {seconds}\n"
                         "while time.monotonic() < end: pass"], check=True)  # fmt: skip
         return 0
-
-    return side
-
-
-def protected_side(options: argparse.Namespace):
-    """Return a bench side: a run of BenchProtectedUpdate with the options' batch_size, batch_time and sleep_ratio."""
-    from maintenance_tasks.actors import local_actor
-    from maintenance_tasks.engine import Engine
-    from maintenance_tasks.runner import Runner
-    from maintenance_tasks.status import RunStatus
-
-    def side() -> int:
-        run = Runner.create(
-            "testproject.testapp.maintenance.BenchProtectedUpdate",
-            {"batch_size": options.batch_size},
-            metadata=local_actor("bench"),
-            batch_time=options.batch_time,
-            sleep_ratio=options.sleep_ratio,
-        )
-        Engine(run).perform()
-        if run.status != RunStatus.SUCCEEDED:
-            raise SystemExit(f"the protected run {run.pk} ended {run.status}: {run.error_class} {run.error_message}")
-        return run.tick_count
 
     return side
 

@@ -18,6 +18,7 @@ Without ``batch_time`` (None) each batch is one transaction of ``batch_size`` it
 ``sleep_ratio`` paces a run on a busy database: after each commit the run sleeps that many times
 the time the work since the last sleep took (1.0: half the time working, half sleeping), so that
 the traffic gets the database between transactions whatever their size.
+
 This module is a leaf: the engine hands it the batches and a way to read the run's tuning.
 """
 

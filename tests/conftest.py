@@ -1,6 +1,7 @@
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -134,6 +135,15 @@ def install_app(tmp_path, monkeypatch, settings):
 def _fresh_registry():
     yield
     registry.clear()
+
+
+def listening(port: int) -> bool:
+    """Return whether a server listens on 127.0.0.1:``port`` (the replicas scripts/services starts)."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return False
+    return True
 
 
 def on_sqlite() -> bool:

@@ -13,12 +13,11 @@ from .conftest import ROOT, deadline
 pytestmark = pytest.mark.bench
 
 
-@pytest.mark.skipif(connection.vendor != "sqlite", reason="the smoke run uses a SQLite file of its own")
-def test_engine_bench_prints_a_ratio_per_case():
-    env = {key: value for key, value in os.environ.items() if key not in ("DATABASE_URL", "DJANGO_SETTINGS_MODULE")}
+def run_bench(script: str, args: list[str], *, drop: tuple[str, ...]) -> subprocess.CompletedProcess[str]:
+    """Run bench/<script> with ``args``, without the environment variables ``drop`` names; it must exit 0."""
+    env = {key: value for key, value in os.environ.items() if key not in drop}
     result = subprocess.run(
-        [sys.executable, "bench/engine.py", "--rows", "20000", "--save-rows", "2000", "--rounds", "1"]
-        + ["--database", "sqlite"],
+        [sys.executable, f"bench/{script}", *args],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -27,6 +26,13 @@ def test_engine_bench_prints_a_ratio_per_case():
         check=False,
     )
     assert result.returncode == 0, result.stderr
+    return result
+
+
+@pytest.mark.skipif(connection.vendor != "sqlite", reason="the smoke run uses a SQLite file of its own")
+def test_engine_bench_prints_a_ratio_per_case():
+    args = ["--rows", "20000", "--save-rows", "2000", "--rounds", "1", "--database", "sqlite"]
+    result = run_bench("engine.py", args, drop=("DATABASE_URL", "DJANGO_SETTINGS_MODULE"))
     assert result.stdout.startswith("== sqlite "), result.stdout
     assert "20,000 rows seeded" in result.stdout
     for case, rows in (("walk", "20,000"), ("atomic", "20,000"), ("save", "2,000"), ("update", "20,000")):
@@ -47,19 +53,8 @@ def test_engine_bench_prints_a_ratio_per_case():
 def test_traffic_bench_prints_each_phase_and_the_verdicts():
     # A database of its own on the test server, named for this process: suites beside this one use theirs.
     url = re.sub(r"/[^/]*$", f"/bench_traffic_smoke_{os.getpid()}", os.environ["DATABASE_URL"])
-    env = {key: value for key, value in os.environ.items() if key != "DJANGO_SETTINGS_MODULE"}
     args = ["--rows", "20000", "--seconds-idle", "2", "--scale", "1", "--sleep-ratio", "0.5", "--database-url", url]
-    result = subprocess.run(
-        [sys.executable, "bench/traffic.py", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=deadline(300),
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    out = result.stdout
+    out = run_bench("traffic.py", args, drop=("DJANGO_SETTINGS_MODULE",)).stdout
     assert out.startswith("== postgresql "), out
     assert "20,000 rows seeded" in out and "protected: batch_size 500, batch_time 0.01, sleep_ratio 0.5" in out
     latency = r"p50 \d+\.\d ms, p99 \d+\.\d ms"

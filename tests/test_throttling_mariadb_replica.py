@@ -6,8 +6,6 @@ delay or stop its replication, write on the source, and read the condition. A na
 source keeps suites sharing the servers from changing the replication together.
 """
 
-import socket
-
 import MySQLdb
 import pytest
 from django.db import connection, connections
@@ -15,7 +13,7 @@ from django.db.backends.mysql.base import DatabaseWrapper
 
 from maintenance_tasks.throttles import Critical, ReplicationLag
 
-from .conftest import wait_for
+from .conftest import listening, wait_for
 
 pytestmark = pytest.mark.django_db
 
@@ -25,20 +23,12 @@ ALIAS = "mariadb_replica"
 LOCK = "maintenance_tasks_replica_tests"
 
 
-def is_up(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-    except OSError:
-        return False
-    return True
-
-
 @pytest.fixture
 def servers():
     """Yield (source, replica) connections; replication runs again, undelayed, after the test."""
     if connection.vendor != "mysql":
         pytest.skip("the MariaDB replica is tested in the MariaDB suite")
-    if not (is_up(3307) and is_up(3308)):
+    if not (listening(3307) and listening(3308)):
         pytest.skip("no MariaDB source and replica on ports 3307/3308: scripts/services starts them")
     source, replica = MySQLdb.connect(**SOURCE, autocommit=True), MySQLdb.connect(**REPLICA, autocommit=True)
     source.cursor().execute("SELECT GET_LOCK(%s, 600)", [LOCK])

@@ -6,7 +6,6 @@ then go on once replay resumes, each batch still applied once. Past ``critical``
 An advisory lock on the primary keeps suites sharing the servers from pausing replay together.
 """
 
-import socket
 import time
 
 import psycopg
@@ -20,7 +19,7 @@ from maintenance_tasks.status import RunStatus
 from maintenance_tasks.throttles import ReplicationLag
 from testproject.testapp.models import Item
 
-from .conftest import deadline, wait_for
+from .conftest import deadline, listening, wait_for
 
 pytestmark = [pytest.mark.processes, pytest.mark.django_db(transaction=True)]
 
@@ -30,20 +29,12 @@ INTERVAL = 0.25
 REPLICA_LOCK = 7_201_311  # pg_advisory_lock key: one replica test at a time on these servers
 
 
-def replica_is_up() -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", 5433), timeout=1).close()
-    except OSError:
-        return False
-    return True
-
-
 @pytest.fixture
 def replay():
     """Yield the replica's connection (replay paused/resumed by the test); replay always resumes after."""
     if connection.vendor != "postgresql":
         pytest.skip("the streaming replica is PostgreSQL")
-    if not replica_is_up():
+    if not listening(5433):
         pytest.skip("no PostgreSQL replica on port 5433: scripts/services starts it")
     with psycopg.connect(PRIMARY, autocommit=True) as primary, psycopg.connect(REPLICA, autocommit=True) as replica:
         primary.execute("SELECT pg_advisory_lock(%s)", [REPLICA_LOCK])
